@@ -1,0 +1,188 @@
+"""The task contract: what the shared trial loop needs from a model family.
+
+A task has a name, a metric, a direction and five steps: `suggest` (search space ->
+hyperparameter dataclass), `build` (modules and optimizers), `train_epoch`, `evaluate` and
+`finalize` (final metrics and artifacts of the best epoch). The loop in `runner.py` drives
+them; a task never loops over epochs, logs, reports to Optuna or decides to stop.
+"""
+
+from __future__ import annotations
+
+import abc
+import io
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Literal, Protocol
+
+import optuna
+import torch
+
+from objectives.data import DataBundle
+from objectives.space import SearchSpace
+
+RunStatus = Literal["FINISHED", "KILLED", "FAILED"]
+
+
+@dataclass
+class Parts:
+    """Everything a trial trains: modules and optimizers by name, plus task-specific state."""
+
+    modules: dict[str, torch.nn.Module]
+    """Networks by name (e.g. model, or generator and discriminator)."""
+    optimizers: dict[str, torch.optim.Optimizer]
+    """Optimizers by name."""
+    schedulers: dict[str, Any] = field(default_factory=dict)
+    """Learning-rate schedulers by name, stepped by the task."""
+    extra: dict[str, Any] = field(default_factory=dict)
+    """Tensors the task keeps across epochs (fixed noise, feature statistics)."""
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "modules": {k: m.state_dict() for k, m in self.modules.items()},
+            "optimizers": {k: o.state_dict() for k, o in self.optimizers.items()},
+            "schedulers": {k: s.state_dict() for k, s in self.schedulers.items()},
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        for kind, items in (
+            ("modules", self.modules),
+            ("optimizers", self.optimizers),
+            ("schedulers", self.schedulers),
+        ):
+            for name, obj in items.items():
+                obj.load_state_dict(state[kind][name])
+
+    def module_state(self) -> dict[str, dict[str, torch.Tensor]]:
+        """A detached CPU copy of every module's weights (the best-epoch snapshot)."""
+        return {
+            name: {k: v.detach().to("cpu", copy=True) for k, v in m.state_dict().items()}
+            for name, m in self.modules.items()
+        }
+
+    def load_module_state(self, state: Mapping[str, Mapping[str, torch.Tensor]]) -> None:
+        for name, module in self.modules.items():
+            module.load_state_dict(state[name])
+
+
+@dataclass(frozen=True)
+class EpochContext:
+    """What one epoch of training may need besides the parts and the data."""
+
+    epoch: int
+    """Epoch number, from 1."""
+    max_epochs: int
+    """The trial's epoch budget (for schedules and warm-ups)."""
+    generator: torch.Generator
+    """The trial's random stream for shuffling, augmentation and noise."""
+
+
+@dataclass
+class Finalization:
+    """Final metrics and artifacts of a complete trial, computed with the best epoch's weights."""
+
+    metrics: dict[str, float] = field(default_factory=dict)
+    """Final metrics (e.g. val_f1), logged once."""
+    artifacts: dict[str, bytes] = field(default_factory=dict)
+    """Files by relative artifact path (e.g. confusion_matrix.png)."""
+
+
+class Task(abc.ABC):
+    """A model family trained and scored by the shared trial loop."""
+
+    name: ClassVar[str]
+    """CLI name of the task."""
+    metric: ClassVar[str]
+    """Name of the objective metric returned by `evaluate`."""
+    direction: ClassVar[Literal["maximize", "minimize"]]
+    """Whether a higher or a lower metric is better."""
+    hparams_type: ClassVar[type]
+    """The typed hyperparameter dataclass of this task."""
+
+    @abc.abstractmethod
+    def search_space(self) -> SearchSpace:
+        """The task's full search space with its defaults."""
+
+    def suggest(self, trial: optuna.trial.BaseTrial, space: SearchSpace) -> Any:
+        """Sample one configuration from (a narrowed copy of) the search space."""
+        return self.hparams_type(**space.suggest(trial))
+
+    @abc.abstractmethod
+    def build(
+        self, hp: Any, data: DataBundle, device: torch.device, max_epochs: int
+    ) -> Parts:
+        """Models, optimizers and schedulers for this configuration, on the device."""
+
+    @abc.abstractmethod
+    def train_epoch(self, parts: Parts, hp: Any, data: DataBundle, ctx: EpochContext) -> dict:
+        """Train one epoch; returns train_* metrics (train_loss among them)."""
+
+    @abc.abstractmethod
+    def evaluate(self, parts: Parts, hp: Any, data: DataBundle, ctx: EpochContext) -> dict:
+        """Score the validation split; returns val_* metrics, the objective among them."""
+
+    def epoch_artifacts(
+        self, parts: Parts, hp: Any, data: DataBundle, ctx: EpochContext
+    ) -> dict[str, bytes]:
+        """Files to log after each epoch (e.g. a fixed-noise sample grid); none by default."""
+        return {}
+
+    @abc.abstractmethod
+    def finalize(self, parts: Parts, hp: Any, data: DataBundle) -> Finalization:
+        """Final metrics and artifacts of a complete trial (best weights loaded)."""
+
+    def better(self, a: float, b: float) -> bool:
+        """Whether value a beats value b in this task's direction."""
+        return a > b if self.direction == "maximize" else a < b
+
+
+class TrialRecorder(Protocol):
+    """Where the loop sends a trial's record (MLflow in `search.tracking`; nothing in tests)."""
+
+    def log_params(self, params: Mapping[str, Any]) -> None: ...
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None: ...
+
+    def log_artifacts(self, files: Mapping[str, bytes]) -> None: ...
+
+    def set_tags(self, tags: Mapping[str, str]) -> None: ...
+
+    def end(self, status: RunStatus, reason: str | None = None) -> None: ...
+
+
+class NullRecorder:
+    """Records nothing: for unit tests and bare benchmarks."""
+
+    def log_params(self, params: Mapping[str, Any]) -> None:
+        pass
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
+        pass
+
+    def log_artifacts(self, files: Mapping[str, bytes]) -> None:
+        pass
+
+    def set_tags(self, tags: Mapping[str, str]) -> None:
+        pass
+
+    def end(self, status: RunStatus, reason: str | None = None) -> None:
+        pass
+
+
+def png_bytes(figure: Any) -> bytes:
+    """A matplotlib figure as PNG bytes (and closed)."""
+    import matplotlib.pyplot as plt
+
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
+    plt.close(figure)
+    return buffer.getvalue()
+
+
+def image_grid_png(images: torch.Tensor, nrow: int) -> bytes:
+    """A batch of images in [0, 1] as one PNG grid."""
+    from torchvision.utils import save_image
+
+    buffer = io.BytesIO()
+    save_image(images.detach().float().clamp(0, 1).cpu(), buffer, nrow=nrow, padding=2,
+               format="png")  # fmt: skip
+    return buffer.getvalue()

@@ -1,0 +1,233 @@
+"""Task `cnn`: image classification with a configurable CNN; maximise validation accuracy."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from models.cnn import CNN, CNNConfig
+from objectives.augment import AugmentConfig, augment_batch
+from objectives.base import EpochContext, Finalization, Parts, Task, png_bytes
+from objectives.data import DataBundle, Split
+from objectives.optim import OPTIMIZERS, make_optimizer, make_scheduler
+from objectives.space import Param, SearchSpace, space_from
+
+EVAL_BATCH = 1000
+
+
+@dataclass(frozen=True)
+class ClassifierHParams:
+    """Hyperparameters of one classification trial."""
+
+    lr: float = 2e-3
+    """Peak learning rate."""
+    batch_size: int = 64
+    """Training batch size."""
+    optimizer: str = "adamw"
+    """Optimizer: sgd, adam or adamw."""
+    momentum: float = 0.9
+    """SGD momentum (sgd only)."""
+    nesterov: bool = True
+    """Nesterov momentum (sgd only)."""
+    weight_decay: float = 1e-4
+    """Weight decay (L2 for sgd and adam, decoupled for adamw)."""
+    lr_schedule: str = "cosine"
+    """Learning-rate schedule over the epoch budget: constant or cosine."""
+    conv_blocks: int = 2
+    """Convolution blocks."""
+    convs_per_block: int = 2
+    """Convolutions per block."""
+    base_width: int = 32
+    """Channels of the first block (doubling per block)."""
+    kernel_size: int = 3
+    """Convolution kernel size."""
+    batch_norm: bool = True
+    """Batch normalisation after each convolution."""
+    pooling: str = "max"
+    """Down-sampling: max or avg pooling."""
+    fc_width: int = 128
+    """Hidden fully connected width (0 = a single linear head)."""
+    dropout: float = 0.25
+    """Dropout before the fully connected layers."""
+    rotation: float = 10.0
+    """Augmentation: maximum rotation in degrees (0 = off)."""
+    hflip: float = 0.0
+    """Augmentation: horizontal-flip probability (off by default: digits are not symmetric)."""
+    crop_padding: int = 2
+    """Augmentation: random-crop padding in pixels (0 = off)."""
+    label_smoothing: float = 0.0
+    """Label smoothing of the cross-entropy loss."""
+
+
+def _accuracy_and_loss(model: CNN, split: Split, smoothing: float = 0.0):
+    """Loss, accuracy and predictions over a whole split, in large inference batches."""
+    model.eval()
+    total_loss, correct, predictions = 0.0, 0, []
+    with torch.inference_mode():
+        for x, y in split.batches(EVAL_BATCH):
+            logits = model(x)
+            total_loss += F.cross_entropy(logits, y, reduction="sum",
+                                          label_smoothing=smoothing).item()  # fmt: skip
+            pred = logits.argmax(dim=1)
+            correct += (pred == y).sum().item()
+            predictions.append(pred)
+    n = len(split)
+    return total_loss / n, correct / n, torch.cat(predictions)
+
+
+class ClassificationTask(Task):
+    name = "cnn"
+    metric = "val_accuracy"
+    direction = "maximize"
+    hparams_type = ClassifierHParams
+
+    def search_space(self) -> SearchSpace:
+        sgd = ("optimizer", ("sgd",))
+        return space_from(
+            ClassifierHParams,
+            [
+                Param("lr", "float", 1e-4, 3e-2, log=True),
+                Param("batch_size", "categorical", choices=(32, 64, 128, 256)),
+                Param("optimizer", "categorical", choices=tuple(OPTIMIZERS)),
+                Param("momentum", "float", 0.5, 0.99, when=sgd),
+                Param("nesterov", "categorical", choices=(False, True), when=sgd),
+                Param("weight_decay", "float", 1e-6, 1e-2, log=True),
+                Param("lr_schedule", "categorical", choices=("constant", "cosine")),
+                Param("conv_blocks", "int", 1, 3),
+                Param("convs_per_block", "int", 1, 2),
+                Param("base_width", "categorical", choices=(16, 32, 48, 64),
+                      allowed=(8, 16, 24, 32, 48, 64, 96, 128)),  # fmt: skip
+                Param("kernel_size", "categorical", choices=(3, 5)),
+                Param("batch_norm", "categorical", choices=(False, True)),
+                Param("pooling", "categorical", choices=("max", "avg")),
+                Param("fc_width", "categorical", choices=(0, 64, 128, 256)),
+                Param("dropout", "float", 0.0, 0.5),
+                Param("rotation", "float", 0.0, 20.0),
+                Param("hflip", "float", 0.0, 0.5),
+                Param("crop_padding", "int", 0, 4),
+                Param("label_smoothing", "float", 0.0, 0.2),
+            ],
+        )
+
+    def build(
+        self, hp: ClassifierHParams, data: DataBundle, device: torch.device, max_epochs: int
+    ) -> Parts:
+        x = data.train.x
+        dims = [0, 2, 3]
+        config = CNNConfig(
+            in_channels=data.channels,
+            image_size=data.image_size,
+            num_classes=data.num_classes,
+            conv_blocks=hp.conv_blocks,
+            convs_per_block=hp.convs_per_block,
+            base_width=hp.base_width,
+            kernel_size=hp.kernel_size,
+            batch_norm=hp.batch_norm,
+            pooling=hp.pooling,
+            dropout=hp.dropout,
+            fc_width=hp.fc_width,
+            input_mean=tuple(x.mean(dim=dims).tolist()),
+            input_std=tuple(x.std(dim=dims).clamp_min(1e-6).tolist()),
+        )
+        model = CNN(config).to(device)
+        optimizer = make_optimizer(
+            hp.optimizer, model.parameters(), hp.lr, hp.weight_decay, hp.momentum, hp.nesterov
+        )
+        steps_per_epoch = max(1, len(data.train) // hp.batch_size)
+        scheduler = make_scheduler(optimizer, hp.lr_schedule, max_epochs * steps_per_epoch)
+        return Parts(
+            modules={"model": model},
+            optimizers={"optimizer": optimizer},
+            schedulers={"lr": scheduler},
+        )
+
+    def train_epoch(
+        self, parts: Parts, hp: ClassifierHParams, data: DataBundle, ctx: EpochContext
+    ) -> dict[str, float]:
+        model, optimizer = parts.modules["model"], parts.optimizers["optimizer"]
+        scheduler = parts.schedulers["lr"]
+        augment = AugmentConfig(hp.rotation, hp.hflip, hp.crop_padding)
+        model.train()
+        # Sums stay on the device: one synchronisation per epoch, not per batch.
+        loss_sum = torch.zeros((), device=data.train.x.device)
+        correct = torch.zeros((), device=data.train.x.device, dtype=torch.long)
+        seen = 0
+        for x, y in data.train.batches(hp.batch_size, ctx.generator, drop_last=True):
+            x = augment_batch(x, augment, ctx.generator)
+            logits = model(x)
+            loss = F.cross_entropy(logits, y, label_smoothing=hp.label_smoothing)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            loss_sum += loss.detach() * len(y)
+            correct += (logits.detach().argmax(dim=1) == y).sum()
+            seen += len(y)
+        return {
+            "train_loss": loss_sum.item() / seen,
+            "train_accuracy": correct.item() / seen,
+        }
+
+    def evaluate(
+        self, parts: Parts, hp: ClassifierHParams, data: DataBundle, ctx: EpochContext
+    ) -> dict[str, float]:
+        loss, accuracy, _ = _accuracy_and_loss(parts.modules["model"], data.val)
+        return {"val_loss": loss, "val_accuracy": accuracy}
+
+    def finalize(self, parts: Parts, hp: ClassifierHParams, data: DataBundle) -> Finalization:
+        metrics, matrix = classification_report(parts.modules["model"], data.val, data)
+        return Finalization(
+            metrics={f"val_{k}": v for k, v in metrics.items()},
+            artifacts={"confusion_matrix.png": confusion_matrix_png(matrix, data.class_names)},
+        )
+
+
+def classification_report(
+    model: CNN, split: Split, data: DataBundle
+) -> tuple[dict[str, float], torch.Tensor]:
+    """Accuracy and macro precision / recall / F1 (torchmetrics), and the confusion matrix."""
+    from torchmetrics.functional.classification import (
+        multiclass_confusion_matrix,
+        multiclass_f1_score,
+        multiclass_precision,
+        multiclass_recall,
+    )
+
+    loss, accuracy, pred = _accuracy_and_loss(model, split)
+    k = data.num_classes
+    target = split.y
+    metrics = {
+        "accuracy": accuracy,
+        "loss": loss,
+        "precision": multiclass_precision(pred, target, k, average="macro").item(),
+        "recall": multiclass_recall(pred, target, k, average="macro").item(),
+        "f1": multiclass_f1_score(pred, target, k, average="macro").item(),
+    }
+    return metrics, multiclass_confusion_matrix(pred, target, k).cpu()
+
+
+def confusion_matrix_png(matrix: torch.Tensor, class_names: Any) -> bytes:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    k = len(class_names)
+    fig, ax = plt.subplots(figsize=(1.0 + 0.45 * k, 0.8 + 0.45 * k))
+    ax.imshow(matrix.numpy(), cmap="Blues")
+    ax.set_xticks(range(k), class_names, rotation=90 if k > 12 else 0)
+    ax.set_yticks(range(k), class_names)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    threshold = matrix.max().item() / 2
+    for i in range(k):
+        for j in range(k):
+            v = int(matrix[i, j])
+            if v:
+                ax.text(j, i, v, ha="center", va="center", fontsize=7,
+                        color="white" if v > threshold else "black")  # fmt: skip
+    ax.set_title("validation confusion matrix")
+    return png_bytes(fig)

@@ -1,0 +1,197 @@
+"""Declarative search spaces: each task lists its tunable parameters once, users narrow them.
+
+A `Param` describes one hyperparameter (its Optuna distribution and its default); a
+`SearchSpace` samples them from an Optuna trial, yields the defaults for the first enqueued
+trial, and applies a user's narrowing (`{"lr": {"low": 1e-4, "high": 1e-2}, "optimizer": "adam"}`)
+with one clear error for an unknown name or an impossible range.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import optuna
+
+ParamKind = Literal["float", "int", "categorical"]
+
+
+class SearchSpaceError(ValueError):
+    """A narrowing of the search space that cannot be applied."""
+
+
+@dataclass(frozen=True)
+class Param:
+    """One tunable hyperparameter."""
+
+    name: str
+    """Name of the hyperparameter (a field of the task's hyperparameter dataclass)."""
+    kind: ParamKind
+    """Distribution family: float, int or categorical."""
+    low: float | None = None
+    """Lower bound (float and int)."""
+    high: float | None = None
+    """Upper bound, inclusive (float and int)."""
+    log: bool = False
+    """Sample on a log scale (float and int)."""
+    step: int | None = None
+    """Step between int values (None = 1)."""
+    choices: tuple[Any, ...] = ()
+    """Allowed values (categorical)."""
+    allowed: tuple[Any, ...] = ()
+    """Every value the code supports (categorical); narrowing may only pick among these."""
+    when: tuple[str, tuple[Any, ...]] | None = None
+    """Only sampled when another parameter takes one of these values (e.g. momentum for sgd)."""
+
+    def __post_init__(self) -> None:
+        if self.kind == "categorical" and not self.allowed:
+            object.__setattr__(self, "allowed", tuple(self.choices))
+
+    def suggest(self, trial: optuna.trial.BaseTrial) -> Any:
+        if self.kind == "float":
+            return trial.suggest_float(self.name, self.low, self.high, log=self.log)
+        if self.kind == "int":
+            return trial.suggest_int(
+                self.name, int(self.low), int(self.high), log=self.log, step=self.step or 1
+            )
+        return trial.suggest_categorical(self.name, list(self.choices))
+
+    def contains(self, value: Any) -> bool:
+        if self.kind == "categorical":
+            return value in self.choices
+        return self.low <= value <= self.high
+
+    def narrowed(self, override: Any) -> Param | Any:
+        """Apply one user override; returns a new Param, or a plain value when it is fixed."""
+        if not isinstance(override, Mapping):
+            return self._checked_value(override)
+        unknown = set(override) - {"low", "high", "log", "choices", "value"}
+        if unknown:
+            raise SearchSpaceError(
+                f"parameter '{self.name}': unknown key(s) {sorted(unknown)}; "
+                "use low/high/log, choices or value"
+            )
+        if "value" in override:
+            return self._checked_value(override["value"])
+        if self.kind == "categorical":
+            if set(override) - {"choices"}:
+                raise SearchSpaceError(f"parameter '{self.name}' is categorical: use choices")
+            choices = tuple(self._checked_value(c) for c in override.get("choices", ()))
+            if not choices:
+                raise SearchSpaceError(f"parameter '{self.name}': choices must not be empty")
+            return dataclasses.replace(self, choices=choices)
+        if "choices" in override:
+            raise SearchSpaceError(f"parameter '{self.name}' is numeric: use low/high")
+        low = _number(self.name, override.get("low", self.low))
+        high = _number(self.name, override.get("high", self.high))
+        log = bool(override.get("log", self.log))
+        if self.kind == "int" and (low != int(low) or high != int(high)):
+            raise SearchSpaceError(f"parameter '{self.name}' takes integer bounds")
+        if low > high:
+            raise SearchSpaceError(f"parameter '{self.name}': low {low} is above high {high}")
+        if log and low <= 0:
+            raise SearchSpaceError(f"parameter '{self.name}': a log range needs low > 0")
+        if self.kind == "float" and low == high:
+            return float(low)
+        return dataclasses.replace(self, low=low, high=high, log=log)
+
+    def _checked_value(self, value: Any) -> Any:
+        if self.kind == "categorical":
+            if value not in self.allowed:
+                raise SearchSpaceError(
+                    f"parameter '{self.name}': {value!r} is not one of {list(self.allowed)}"
+                )
+            return value
+        number = _number(self.name, value)
+        if self.kind == "int":
+            if number != int(number):
+                raise SearchSpaceError(f"parameter '{self.name}' takes an integer")
+            return int(number)
+        return number
+
+
+def _number(name: str, value: Any) -> float:
+    # YAML 1.1 reads "1e-4" as a string; accept it as the number the user meant.
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise SearchSpaceError(f"parameter '{name}': {value!r} is not a number") from None
+    if number != number or number in (float("inf"), float("-inf")):
+        raise SearchSpaceError(f"parameter '{name}': {value!r} is not a finite number")
+    return number
+
+
+@dataclass(frozen=True)
+class SearchSpace:
+    """The tunable parameters of a task, and those the user fixed."""
+
+    params: tuple[Param, ...]
+    """Parameters sampled by Optuna, in sampling order (conditions refer to earlier ones)."""
+    defaults: Mapping[str, Any]
+    """Default value of every hyperparameter (the task's dataclass defaults)."""
+    fixed: Mapping[str, Any] = field(default_factory=dict)
+    """Parameters fixed by the user; not sampled."""
+
+    @property
+    def names(self) -> list[str]:
+        return [p.name for p in self.params]
+
+    def narrowed(self, overrides: Mapping[str, Any] | None) -> SearchSpace:
+        """A copy with the user's overrides applied; unknown names are an error."""
+        if not overrides:
+            return self
+        known = {p.name: p for p in self.params}
+        unknown = sorted(set(overrides) - set(known))
+        if unknown:
+            raise SearchSpaceError(
+                f"unknown parameter(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}"
+            )
+        params: list[Param] = []
+        fixed = dict(self.fixed)
+        for param in self.params:
+            if param.name not in overrides:
+                params.append(param)
+                continue
+            result = param.narrowed(overrides[param.name])
+            if isinstance(result, Param):
+                params.append(result)
+            else:
+                fixed[param.name] = result
+        return SearchSpace(params=tuple(params), defaults=self.defaults, fixed=fixed)
+
+    def _active(self, param: Param, values: Mapping[str, Any]) -> bool:
+        if param.when is None:
+            return True
+        other, accepted = param.when
+        return values.get(other, self.defaults.get(other)) in accepted
+
+    def suggest(self, trial: optuna.trial.BaseTrial) -> dict[str, Any]:
+        """Every hyperparameter's value for this trial: sampled, fixed or default."""
+        values: dict[str, Any] = {**self.defaults, **self.fixed}
+        for param in self.params:
+            if self._active(param, values):
+                values[param.name] = param.suggest(trial)
+        return values
+
+    def default_trial_params(self) -> dict[str, Any]:
+        """Params of the task's default configuration, as Optuna would record them.
+
+        A default outside a narrowed range is left out, so the sampler picks that one.
+        """
+        values: dict[str, Any] = {**self.defaults, **self.fixed}
+        params: dict[str, Any] = {}
+        for param in self.params:
+            if self._active(param, values) and param.contains(self.defaults[param.name]):
+                params[param.name] = self.defaults[param.name]
+        return params
+
+
+def space_from(hparams_type: type, params: list[Param]) -> SearchSpace:
+    """A search space whose defaults are the hyperparameter dataclass's own defaults."""
+    defaults = {f.name: f.default for f in dataclasses.fields(hparams_type)}
+    missing = [p.name for p in params if p.name not in defaults]
+    if missing:  # a programming error in a task definition
+        raise TypeError(f"{hparams_type.__name__} has no field(s) {missing}")
+    return SearchSpace(params=tuple(params), defaults=defaults)

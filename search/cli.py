@@ -1,0 +1,226 @@
+"""The `tunelab` command line: a thin typer layer over StudySpec and search.study.
+
+Every user error ends as one line on stderr and exit code 2; Ctrl-C exits 130 and SIGTERM
+143, with every MLflow run closed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import warnings
+from typing import Annotated
+
+import typer
+
+from search.config import DEFAULT_STORAGE, DEFAULT_TRACKING_URI, SpecError
+
+app = typer.Typer(
+    name="tunelab",
+    help="Hyperparameter search for PyTorch image models: Optuna studies tracked in MLflow.",
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+
+EXIT_USAGE = 2
+EXIT_SIGINT = 130
+EXIT_SIGTERM = 143
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (e.g. `docker stop`): handled like Ctrl-C, exit code 143."""
+
+
+def _raise_terminated(signum: int, frame: object) -> None:
+    raise Terminated()
+
+
+def _storage_default() -> str:
+    return os.environ.get("TUNELAB_STORAGE") or DEFAULT_STORAGE
+
+
+def _tracking_default() -> str:
+    return os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
+
+
+StorageOpt = Annotated[
+    str | None,
+    typer.Option("--storage", help="Optuna storage URL [default: $TUNELAB_STORAGE or "
+                 f"{DEFAULT_STORAGE}]"),  # fmt: skip
+]
+
+
+@app.command()
+def run(
+    task: Annotated[str, typer.Argument(help="Task: cnn, vae or gan.")],
+    study_name: Annotated[str | None, typer.Option(help="Study name [default: TASK-DATASET].")] = None,
+    n_trials: Annotated[int | None, typer.Option(help="Total target of finished trials [20].")] = None,
+    timeout: Annotated[float | None, typer.Option(help="Seconds after which no trial starts.")] = None,
+    epochs: Annotated[int | None, typer.Option(help="Maximum epochs per trial [10].")] = None,
+    patience: Annotated[int | None, typer.Option(help="Early-stopping patience in epochs [3].")] = None,
+    dataset: Annotated[str | None, typer.Option(help="mnist5k, digits, mnist, fashion-mnist, kmnist, cifar10 or folder:PATH [mnist5k].")] = None,
+    data_dir: Annotated[str | None, typer.Option(help="Root of torchvision data sets [data].")] = None,
+    limit_train: Annotated[int | None, typer.Option(help="Tune on N stratified training images.")] = None,
+    storage: StorageOpt = None,
+    tracking_uri: Annotated[str | None, typer.Option(help="MLflow tracking URI [$MLFLOW_TRACKING_URI or sqlite:///mlruns/mlflow.db].")] = None,
+    sampler: Annotated[str | None, typer.Option(help="tpe, random, cmaes, gp or qmc [tpe].")] = None,
+    pruner: Annotated[str | None, typer.Option(help="hyperband, median, asha, patient or none [hyperband].")] = None,
+    seed: Annotated[int | None, typer.Option(help="Seed of the sampler and training [0].")] = None,
+    device: Annotated[str | None, typer.Option(help="auto, cpu, cuda or mps [auto].")] = None,
+    config: Annotated[str | None, typer.Option(help="YAML file: options and search-space narrowing.")] = None,
+    checkpoint_dir: Annotated[str | None, typer.Option(help="Per-epoch checkpoints for crash recovery [checkpoints].")] = None,
+    heartbeat_interval: Annotated[int | None, typer.Option(help="Seconds between trial heartbeats [10].")] = None,
+    grace_period: Annotated[int | None, typer.Option(help="Seconds without heartbeat before a trial is retried [30].")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", help="No progress display.")] = False,
+) -> None:  # fmt: skip
+    """Create or resume a study and run it to its target number of finished trials."""
+    from search.config import build_spec
+
+    spec = build_spec(
+        task,
+        config,
+        {
+            "study_name": study_name, "n_trials": n_trials, "timeout": timeout,
+            "epochs": epochs, "patience": patience, "dataset": dataset, "data_dir": data_dir,
+            "limit_train": limit_train, "storage": storage, "tracking_uri": tracking_uri,
+            "sampler": sampler, "pruner": pruner, "seed": seed, "device": device,
+            "checkpoint_dir": checkpoint_dir, "heartbeat_interval": heartbeat_interval,
+            "grace_period": grace_period, "quiet": quiet or None,
+        },
+    )  # fmt: skip
+    interruptible(lambda: _run_and_report(spec))
+
+
+def _run_and_report(spec) -> None:
+    from search.progress import StudyProgress
+    from search.study import best_trial_info, prepare, run_study
+
+    prepared = prepare(spec)
+    if not spec.quiet:  # the progress display replaces Optuna's per-trial log lines
+        import optuna
+
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+    _say(f"{prepared.data.summary()}; device {prepared.device}", spec.quiet)
+    if spec.quiet:
+        outcome = run_study(prepared)
+    else:
+        display = StudyProgress(spec.name, spec.n_trials, 0, spec.epochs, prepared.task.direction)
+        with display:
+            outcome = run_study(prepared, progress=display)
+    study = outcome.study
+    print(f"study '{study.study_name}': {outcome.finished}/{outcome.target} finished trials")
+    try:
+        info = best_trial_info(study)
+    except SpecError:
+        print("no complete trial yet")
+        return
+    print(f"best trial {info['trial']}: {info['metric']} = {info['value']:.6g} "
+          f"(epoch {info['best_epoch']}, MLflow run {info['mlflow_run_id']})")  # fmt: skip
+    for name, value in info["params"].items():
+        print(f"  {name} = {value}")
+    print("see the results:")
+    print(f"  mlflow ui --backend-store-uri {spec.tracking_uri}   (then http://127.0.0.1:5000)"
+          if not spec.tracking_uri.startswith("http") else f"  {spec.tracking_uri}")  # fmt: skip
+    print(f"  optuna-dashboard {spec.storage}   (then http://127.0.0.1:8080)")
+
+
+@app.command()
+def studies(storage: StorageOpt = None) -> None:
+    """List the studies in the storage with their progress and best value."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from search.study import study_rows
+
+    rows = study_rows(storage or _storage_default())
+    if not rows:
+        print("no studies")
+        return
+    table = Table("study", "task", "data set", "metric", "direction", "finished", "pruned",
+                  "failed", "target", "best")  # fmt: skip
+    for r in rows:
+        best = "-" if r["best"] is None else f"{r['best']:.6g}"
+        table.add_row(r["name"], r["task"], r["dataset"], r["metric"], r["direction"],
+                      str(r["complete"] + r["pruned"]), str(r["pruned"]), str(r["failed"]),
+                      str(r["target"] or "-"), best)  # fmt: skip
+    Console().print(table)
+
+
+@app.command()
+def best(
+    study: Annotated[str, typer.Argument(help="Study name.")],
+    storage: StorageOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """The best trial of a study: value, parameters and MLflow run id."""
+    from search.study import best_trial_info, load_study
+
+    info = best_trial_info(load_study(study, storage or _storage_default()))
+    if as_json:
+        print(json.dumps(info, indent=2))
+        return
+    print(f"{info['study']}: best trial {info['trial']}, {info['metric']} = {info['value']:.6g}")
+    print(f"  MLflow run {info['mlflow_run_id']}, best epoch {info['best_epoch']}")
+    for name, value in info["params"].items():
+        print(f"  {name} = {value}")
+
+
+def _say(text: str, quiet: bool) -> None:
+    if not quiet:
+        print(text, file=sys.stderr)
+
+
+def _error(message: str) -> None:
+    print(f"tunelab: error: {message}", file=sys.stderr)
+
+
+def _is_click_usage_error(exc: Exception) -> bool:
+    # typer vendors click; its exceptions are recognised by their interface, not their module
+    return callable(getattr(exc, "format_message", None)) and hasattr(exc, "exit_code")
+
+
+def interruptible(body):
+    """Run a command body; Ctrl-C exits 130 and SIGTERM 143, each with one line."""
+    try:
+        return body()
+    except Terminated:
+        _error("terminated (SIGTERM); the running trial is recorded as failed")
+        raise typer.Exit(EXIT_SIGTERM) from None
+    except KeyboardInterrupt:
+        _error("interrupted; the running trial is recorded as failed")
+        raise typer.Exit(EXIT_SIGINT) from None
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: one line per user error, exit 2; 130 on Ctrl-C; 143 on SIGTERM."""
+    from search.tracking import telemetry_env
+
+    os.environ.update(telemetry_env())
+    # Optuna flags heartbeats, retries and grouped TPE as experimental: chosen on purpose here.
+    warnings.filterwarnings("ignore", message=".*experimental.*")
+    warnings.filterwarnings("ignore", category=FutureWarning, module="optuna")
+    signal.signal(signal.SIGTERM, _raise_terminated)
+    command = typer.main.get_command(app)
+    try:
+        result = command.main(args=argv, prog_name="tunelab", standalone_mode=False)
+    except SpecError as exc:
+        _error(str(exc))
+        return EXIT_USAGE
+    except typer.Abort:
+        return EXIT_SIGINT
+    except Exception as exc:
+        if not _is_click_usage_error(exc):
+            raise
+        if type(exc).__name__ == "NoArgsIsHelpError":
+            print(exc.format_message(), file=sys.stderr)
+        else:
+            _error(" ".join(exc.format_message().split()))
+        return EXIT_USAGE
+    return result if isinstance(result, int) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,100 @@
+"""Optuna storage from a SQLAlchemy URL: checked before use, SQLite tuned for several writers."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import optuna
+import sqlalchemy
+from sqlalchemy.engine import URL, make_url
+
+from search.config import SpecError
+
+SQLITE_BUSY_TIMEOUT_S = 60
+"""How long a SQLite writer waits for the lock before giving up."""
+CONNECT_TIMEOUT_S = 10
+"""How long to wait for a database server to answer."""
+
+
+def parse_url(url: str, what: str = "storage") -> URL:
+    try:
+        parsed = make_url(url)
+    except (sqlalchemy.exc.ArgumentError, ValueError):
+        raise SpecError(f"malformed {what} URL '{url}' (expected e.g. {_EXAMPLE})") from None
+    try:
+        parsed.get_dialect()
+    except (sqlalchemy.exc.NoSuchModuleError, ImportError, ModuleNotFoundError):
+        raise SpecError(f"unsupported database in {what} URL '{url}'") from None
+    return parsed
+
+
+_EXAMPLE = "sqlite:///studies.db or postgresql://user@host:5432/db"
+
+
+def sqlite_path(url: URL) -> Path | None:
+    """The database file of a sqlite URL (None for other databases and in-memory SQLite)."""
+    if url.get_backend_name() != "sqlite" or url.database in (None, "", ":memory:"):
+        return None
+    return Path(url.database)
+
+
+def check_database(url_text: str, what: str = "storage") -> None:
+    """Fail with one line unless the database answers; creates nothing but a SQLite folder."""
+    url = parse_url(url_text, what)
+    path = sqlite_path(url)
+    if path is not None:
+        if path.exists() and not path.is_file():
+            raise SpecError(f"{what} database {path} is not a file")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise SpecError(f"cannot create the folder of {what} database {path}: {exc}") from None
+        return
+    connect_args = {}
+    if url.get_backend_name() == "postgresql":
+        connect_args["connect_timeout"] = CONNECT_TIMEOUT_S
+    engine = sqlalchemy.create_engine(url, connect_args=connect_args, poolclass=sqlalchemy.NullPool)
+    try:
+        with engine.connect():
+            pass
+    except Exception as exc:  # driver errors differ per database; the first line says enough
+        reason = str(getattr(exc, "orig", exc)).strip().splitlines()[0][:200]
+        raise SpecError(f"cannot reach {what} database '{url_text}': {reason}") from None
+    finally:
+        engine.dispose()
+
+
+def enable_wal(path: Path) -> None:
+    """WAL lets readers and one writer work at once; the mode persists in the file."""
+    with sqlite3.connect(path, timeout=SQLITE_BUSY_TIMEOUT_S) as connection:
+        connection.execute("PRAGMA journal_mode=WAL")
+
+
+def engine_kwargs(url_text: str) -> dict:
+    url = make_url(url_text)
+    if url.get_backend_name() == "sqlite":
+        return {"connect_args": {"timeout": SQLITE_BUSY_TIMEOUT_S}}
+    kwargs: dict = {"pool_pre_ping": True}
+    if url.get_backend_name() == "postgresql":
+        kwargs["connect_args"] = {"connect_timeout": CONNECT_TIMEOUT_S}
+    return kwargs
+
+
+def open_storage(
+    url_text: str, heartbeat_interval: int | None = None, grace_period: int | None = None
+) -> optuna.storages.RDBStorage:
+    """An RDBStorage; with a heartbeat, dead trials are failed and retried from checkpoint."""
+    path = sqlite_path(make_url(url_text))
+    if path is not None:
+        enable_wal(path)
+    heartbeat = {}
+    if heartbeat_interval:
+        heartbeat = {
+            "heartbeat_interval": heartbeat_interval,
+            "grace_period": grace_period,
+            "heartbeat_stale_trial_callback": optuna.storages.RetryHeartbeatStaleTrialCallback(
+                max_retry=3, inherit_intermediate_values=True
+            ),
+        }
+    return optuna.storages.RDBStorage(url_text, engine_kwargs=engine_kwargs(url_text), **heartbeat)

@@ -1,0 +1,288 @@
+"""Running a study: storage, sampler, pruner, create or resume, the total trial target.
+
+`prepare` checks everything a user can get wrong before anything is written; `run_study`
+then creates or resumes the study and optimizes until the study holds `n_trials` finished
+(complete + pruned) trials, counted across every process that works on it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+
+import optuna
+import torch
+from optuna.trial import TrialState
+
+from objectives.base import Task
+from objectives.data import DataBundle, DataError, DataSpec, load_data
+from objectives.runner import ORIGINAL_TRIAL_ATTR, LoopConfig, Objective
+from objectives.space import SearchSpace, SearchSpaceError
+from objectives.tasks import get_task
+from search.config import SPEC_ATTR, SpecError, StudySpec
+from search.progress import StudyProgress
+from search.storage import check_database, open_storage
+from search.tracking import StudyTracker, check_tracking_uri
+
+FINISHED_STATES = (TrialState.COMPLETE, TrialState.PRUNED)
+TASK_ATTR = "tunelab.task"
+DATASET_ATTR = "tunelab.dataset"
+METRIC_ATTR = "tunelab.metric"
+
+
+@dataclass
+class Prepared:
+    """A validated study, ready to run: nothing has been written anywhere yet."""
+
+    spec: StudySpec
+    task: Task
+    space: SearchSpace
+    data: DataBundle
+    device: torch.device
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise SpecError("--device cuda: no CUDA GPU is available")
+    if name == "mps" and not torch.backends.mps.is_available():
+        raise SpecError("--device mps: Apple MPS is not available")
+    return torch.device(name)
+
+
+def prepare(spec: StudySpec) -> Prepared:
+    """Validate every input that can be wrong; raises SpecError with one line."""
+    spec.validate()
+    task = get_task(spec.task)
+    try:
+        space = task.search_space().narrowed(spec.params)
+    except SearchSpaceError as exc:
+        raise SpecError(f"config: {exc}") from None
+    check_database(spec.storage, what="storage")
+    check_tracking_uri(spec.tracking_uri)
+    device = resolve_device(spec.device)
+    try:
+        data = load_data(
+            DataSpec(name=spec.dataset, data_dir=spec.data_dir, limit_train=spec.limit_train),
+            device,
+        )
+    except DataError as exc:
+        raise SpecError(str(exc)) from None
+    return Prepared(spec=spec, task=task, space=space, data=data, device=device)
+
+
+def make_sampler(name: str, seed: int | None) -> optuna.samplers.BaseSampler:
+    samplers: dict[str, Callable[[], optuna.samplers.BaseSampler]] = {
+        # multivariate + group: TPE models parameters jointly, conditional ones per group.
+        "tpe": lambda: optuna.samplers.TPESampler(
+            seed=seed, multivariate=True, group=True, n_startup_trials=5
+        ),  # fmt: skip
+        "random": lambda: optuna.samplers.RandomSampler(seed=seed),
+        "cmaes": lambda: optuna.samplers.CmaEsSampler(seed=seed),
+        "gp": lambda: optuna.samplers.GPSampler(seed=seed),
+        "qmc": lambda: optuna.samplers.QMCSampler(seed=seed),
+    }
+    return samplers[name]()
+
+
+def make_pruner(name: str, max_epochs: int) -> optuna.pruners.BasePruner:
+    def median() -> optuna.pruners.MedianPruner:
+        return optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=1)
+
+    pruners: dict[str, Callable[[], optuna.pruners.BasePruner]] = {
+        "hyperband": lambda: optuna.pruners.HyperbandPruner(
+            min_resource=1, max_resource=max_epochs, reduction_factor=3
+        ),
+        "median": median,
+        "asha": lambda: optuna.pruners.SuccessiveHalvingPruner(min_resource=1),
+        "patient": lambda: optuna.pruners.PatientPruner(median(), patience=2),
+        "none": optuna.pruners.NopPruner,
+    }
+    return pruners[name]()
+
+
+def count_finished(study: optuna.Study) -> int:
+    return len(study.get_trials(deepcopy=False, states=FINISHED_STATES))
+
+
+def existing_study_spec(spec: StudySpec) -> str | None:
+    """The spec stored on an existing study of this name, or None if there is none."""
+    storage = open_storage(spec.storage)
+    try:
+        study = optuna.load_study(study_name=spec.name, storage=storage)
+    except KeyError:
+        return None
+    return study.user_attrs.get(SPEC_ATTR, "{}")
+
+
+def open_study(prepared: Prepared, worker_index: int = 0) -> optuna.Study:
+    """Create the study, or load it and check it is the same search."""
+    spec, task = prepared.spec, prepared.task
+    stored = existing_study_spec(spec)
+    if stored is not None:
+        conflicts = spec.conflicts_with(stored)
+        if conflicts:
+            raise SpecError(
+                f"study '{spec.name}' exists with other settings ({'; '.join(conflicts)}): "
+                "use another --study-name"
+            )
+    storage = open_storage(spec.storage, spec.heartbeat_interval, spec.grace_period)
+    study = optuna.create_study(
+        study_name=spec.name,
+        storage=storage,
+        sampler=make_sampler(spec.sampler, spec.seed + 7919 * worker_index),
+        pruner=make_pruner(spec.pruner, spec.epochs),
+        direction=task.direction,
+        load_if_exists=True,
+    )
+    if SPEC_ATTR not in study.user_attrs:
+        study.set_user_attr(SPEC_ATTR, spec.to_json())
+        study.set_user_attr(TASK_ATTR, task.name)
+        study.set_user_attr(DATASET_ATTR, spec.dataset)
+        study.set_user_attr(METRIC_ATTR, task.metric)
+        # A search never starts worse than the task's defaults.
+        study.enqueue_trial(prepared.space.default_trial_params(), skip_if_exists=True)
+    else:
+        study.set_user_attr(SPEC_ATTR, spec.to_json())  # the latest target and options
+    return study
+
+
+@dataclass
+class StudyOutcome:
+    """What one process's run of a study ended with."""
+
+    study: optuna.Study
+    finished: int
+    target: int
+
+
+def run_study(
+    prepared: Prepared,
+    worker_index: int = 0,
+    progress: StudyProgress | None = None,
+) -> StudyOutcome:
+    """Optimize until the study's total target of finished trials is reached."""
+    spec, task = prepared.spec, prepared.task
+    study = open_study(prepared, worker_index)
+    tracker = StudyTracker(spec.tracking_uri, spec.name)
+    tracker.attach_parent(study, {"tunelab.task": task.name, "tunelab.dataset": spec.dataset,
+                                  "tunelab.metric": task.metric})  # fmt: skip
+    common_tags = {"tunelab.task": task.name, "tunelab.dataset": spec.dataset}
+
+    def recorder_factory(trial: optuna.trial.BaseTrial):
+        tags = dict(common_tags)
+        original = trial.user_attrs.get(ORIGINAL_TRIAL_ATTR)
+        if original is not None:
+            tags["tunelab.retry_of_trial"] = str(original)
+        run = tracker.recorder(trial, tags)
+        if progress is not None:
+            return progress.wrap(run, trial.number, task.metric)
+        return run
+
+    objective = Objective(
+        task,
+        prepared.data,
+        prepared.space,
+        LoopConfig(
+            max_epochs=spec.epochs,
+            patience=spec.patience,
+            seed=spec.seed,
+            device=str(prepared.device),
+            checkpoint_dir=spec.study_checkpoint_dir,
+        ),
+        recorder_factory,
+    )
+    target_reached = optuna.study.MaxTrialsCallback(spec.n_trials, states=FINISHED_STATES)
+    status, reason = "KILLED", None
+    try:
+        if count_finished(study) < spec.n_trials:
+            study.optimize(objective, timeout=spec.timeout, callbacks=[target_reached])
+        finished = count_finished(study)
+        status = "FINISHED" if finished >= spec.n_trials else "KILLED"
+    except KeyboardInterrupt:
+        reason = "interrupted"
+        raise
+    except BaseException as exc:
+        status, reason = "FAILED", type(exc).__name__
+        raise
+    finally:
+        tracker.close(status, reason)
+    return StudyOutcome(study=study, finished=finished, target=spec.n_trials)
+
+
+def load_study(name: str, storage_url: str) -> optuna.Study:
+    """An existing study, or SpecError naming the studies that exist."""
+    check_database(storage_url)
+    storage = open_storage(storage_url)
+    try:
+        return optuna.load_study(study_name=name, storage=storage)
+    except KeyError:
+        names = optuna.get_all_study_names(storage)
+        known = ", ".join(names) if names else "none"
+        raise SpecError(f"no study '{name}' in {storage_url} (studies: {known})") from None
+
+
+def stored_spec(study: optuna.Study, **overrides) -> StudySpec:
+    stored = study.user_attrs.get(SPEC_ATTR)
+    if stored is None:
+        raise SpecError(f"study '{study.study_name}' was not created by tunelab")
+    return StudySpec.from_stored(stored, study_name=study.study_name, **overrides)
+
+
+def study_rows(storage_url: str) -> list[dict]:
+    """One summary row per study in the storage."""
+    check_database(storage_url)
+    storage = open_storage(storage_url)
+    rows = []
+    for summary in optuna.get_all_study_summaries(storage, include_best_trial=False):
+        study = optuna.load_study(study_name=summary.study_name, storage=storage)
+        trials = study.get_trials(deepcopy=False)
+        counts = {s: sum(t.state == s for t in trials) for s in TrialState}
+        try:
+            best = study.best_value
+        except ValueError:
+            best = None
+        spec = json.loads(study.user_attrs.get(SPEC_ATTR, "{}"))
+        rows.append(
+            {
+                "name": summary.study_name,
+                "task": spec.get("task", "?"),
+                "dataset": spec.get("dataset", "?"),
+                "metric": study.user_attrs.get(METRIC_ATTR, "value"),
+                "direction": summary.direction.name.lower(),
+                "complete": counts[TrialState.COMPLETE],
+                "pruned": counts[TrialState.PRUNED],
+                "failed": counts[TrialState.FAIL],
+                "running": counts[TrialState.RUNNING],
+                "target": spec.get("n_trials"),
+                "best": best,
+            }
+        )
+    return rows
+
+
+def best_trial_info(study: optuna.Study) -> dict:
+    try:
+        best = study.best_trial
+    except ValueError:
+        raise SpecError(f"study '{study.study_name}' has no complete trial yet") from None
+    return {
+        "study": study.study_name,
+        "metric": study.user_attrs.get(METRIC_ATTR, "value"),
+        "direction": study.direction.name.lower(),
+        "trial": best.number,
+        "value": best.value,
+        "params": best.params,
+        "best_epoch": best.user_attrs.get("best_epoch"),
+        "mlflow_run_id": best.user_attrs.get("mlflow_run_id"),
+    }
+
+
+def with_overrides(spec: StudySpec, **changes) -> StudySpec:
+    return replace(spec, **{k: v for k, v in changes.items() if v is not None})

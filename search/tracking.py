@@ -1,0 +1,207 @@
+"""MLflow tracking of a study: experiment = study, one parent run, one child run per trial.
+
+Our own small layer over `MlflowClient` (no global active-run state): every per-epoch metric
+with its step in one `log_batch` call, the true final status (FINISHED / KILLED / FAILED for
+COMPLETE / PRUNED / FAIL), and the trial's artifacts. No run is left RUNNING when the process
+ends normally or by a signal: `StudyTracker.close` ends whatever is still open.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import optuna
+
+from objectives.base import RunStatus
+from search.config import SpecError
+from search.storage import check_database, parse_url, sqlite_path
+
+PARENT_TAG = "tunelab.role"
+STATE_BY_STATUS = {"FINISHED": "COMPLETE", "KILLED": "PRUNED", "FAILED": "FAIL"}
+RUN_ID_ATTR = "mlflow_run_id"
+"""Trial user attribute holding the trial's MLflow run id."""
+PARENT_RUN_ATTR = "tunelab.mlflow_parent_run_id"
+"""Study user attribute holding the parent run id."""
+HTTP_TIMEOUT_S = 10
+
+
+def check_tracking_uri(uri: str) -> None:
+    """Fail with one line unless the tracking store can be used; writes nothing there."""
+    if uri.startswith(("http://", "https://")):
+        try:
+            with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=HTTP_TIMEOUT_S):
+                return
+        except (urllib.error.URLError, OSError, ValueError) as exc:
+            reason = getattr(exc, "reason", exc)
+            raise SpecError(f"cannot reach MLflow tracking server '{uri}': {reason}") from None
+    if uri.startswith("file:") or "://" not in uri:
+        raise SpecError(
+            f"unsupported tracking URI '{uri}': use a database URL such as "
+            "sqlite:///mlruns/mlflow.db or an http(s):// tracking server"
+        )
+    check_database(uri, what="tracking")
+
+
+def local_artifact_root(uri: str) -> str | None:
+    """For a local SQLite store, artifacts go beside it in <folder>/artifacts."""
+    if uri.startswith(("http://", "https://")):
+        return None
+    path = sqlite_path(parse_url(uri, "tracking"))
+    return None if path is None else (path.parent / "artifacts").resolve().as_uri()
+
+
+class StudyTracker:
+    """The MLflow side of one study in one process."""
+
+    def __init__(self, tracking_uri: str, study_name: str) -> None:
+        from mlflow import MlflowClient
+
+        self.tracking_uri = tracking_uri
+        self.study_name = study_name
+        self.client = MlflowClient(tracking_uri=tracking_uri)
+        self.experiment_id = self._experiment()
+        self.parent_run_id: str | None = None
+        self._open_runs: dict[str, str] = {}  # run id -> trial label, still RUNNING
+
+    def _experiment(self) -> str:
+        experiment = self.client.get_experiment_by_name(self.study_name)
+        if experiment is not None:
+            return experiment.experiment_id
+        root = local_artifact_root(self.tracking_uri)
+        location = None if root is None else f"{root}/{self.study_name}"
+        try:
+            return self.client.create_experiment(self.study_name, artifact_location=location)
+        except Exception:  # another worker created it first
+            experiment = self.client.get_experiment_by_name(self.study_name)
+            if experiment is None:
+                raise
+            return experiment.experiment_id
+
+    def attach_parent(self, study: optuna.Study, spec_tags: Mapping[str, str]) -> str:
+        """Find the study's parent run (by id on the study, then by tag) or create it."""
+        run_id = study.user_attrs.get(PARENT_RUN_ATTR)
+        if run_id is None:
+            found = self.client.search_runs(
+                [self.experiment_id],
+                filter_string=f"tags.`{PARENT_TAG}` = 'study'",
+                max_results=1,
+                order_by=["attributes.start_time ASC"],
+            )
+            run_id = found[0].info.run_id if found else None
+        if run_id is None:
+            run = self.client.create_run(
+                self.experiment_id,
+                run_name=self.study_name,
+                tags={PARENT_TAG: "study", "optuna.study_name": self.study_name, **spec_tags},
+            )
+            run_id = run.info.run_id
+        else:
+            self.client.update_run(run_id, status="RUNNING")
+        study.set_user_attr(PARENT_RUN_ATTR, run_id)
+        self.parent_run_id = run_id
+        return run_id
+
+    def recorder(self, trial: optuna.trial.BaseTrial, tags: Mapping[str, str]) -> TrialRun:
+        """A nested child run for one trial; its id goes into the trial's user attributes."""
+        run = self.client.create_run(
+            self.experiment_id,
+            run_name=f"trial-{trial.number}",
+            tags={
+                "mlflow.parentRunId": self.parent_run_id,
+                "optuna.study_name": self.study_name,
+                "optuna.trial_number": str(trial.number),
+                "optuna.state": "RUNNING",
+                **tags,
+            },
+        )
+        run_id = run.info.run_id
+        trial.set_user_attr(RUN_ID_ATTR, run_id)
+        self._open_runs[run_id] = f"trial-{trial.number}"
+        return TrialRun(self, run_id)
+
+    def log_parent_metrics(self, metrics: Mapping[str, float]) -> None:
+        if self.parent_run_id:
+            self.client.log_batch(self.parent_run_id, metrics=_metrics(metrics, None))
+
+    def fail_dead_run(self, run_id: str) -> None:
+        """Close the run of a trial whose process died, marking it as recovered."""
+        from mlflow.entities import RunTag
+
+        try:
+            run = self.client.get_run(run_id)
+        except Exception:  # deleted, or never created before the crash
+            return
+        if run.info.status == "RUNNING":
+            self.client.log_batch(run_id, tags=[
+                RunTag("tunelab.recovered", "true"), RunTag("optuna.state", "FAIL"),
+                RunTag("fail_reason", "worker died (stale heartbeat)"),
+            ])  # fmt: skip
+            self.client.set_terminated(run_id, "FAILED")
+
+    def close(self, parent_status: str, reason: str | None = None) -> None:
+        """End every run this process left open, then the parent run."""
+        for run_id in list(self._open_runs):
+            TrialRun(self, run_id).end("FAILED", reason or "process ended")
+        if self.parent_run_id:
+            if reason:
+                self.client.set_tag(self.parent_run_id, "tunelab.last_exit", reason)
+            self.client.set_terminated(self.parent_run_id, parent_status)
+
+
+class TrialRun:
+    """The MLflow child run of one trial: the `TrialRecorder` the shared loop writes to."""
+
+    def __init__(self, tracker: StudyTracker, run_id: str) -> None:
+        self.tracker = tracker
+        self.client = tracker.client
+        self.run_id = run_id
+
+    def log_params(self, params: Mapping[str, Any]) -> None:
+        from mlflow.entities import Param
+
+        self.client.log_batch(self.run_id, params=[Param(k, str(v)) for k, v in params.items()])
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
+        self.client.log_batch(self.run_id, metrics=_metrics(metrics, step))
+
+    def log_artifacts(self, files: Mapping[str, bytes]) -> None:
+        with tempfile.TemporaryDirectory(prefix="tunelab-") as tmp:
+            for name, content in files.items():
+                target = Path(tmp, name)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.write_bytes(content)
+            self.client.log_artifacts(self.run_id, tmp)
+
+    def set_tags(self, tags: Mapping[str, str]) -> None:
+        from mlflow.entities import RunTag
+
+        self.client.log_batch(self.run_id, tags=[RunTag(k, str(v)[:5000]) for k, v in tags.items()])
+
+    def end(self, status: RunStatus, reason: str | None = None) -> None:
+        tags = {"optuna.state": STATE_BY_STATUS[status]}
+        if reason:
+            tags["tunelab.end_reason"] = reason
+        self.set_tags(tags)
+        self.client.set_terminated(self.run_id, status)
+        self.tracker._open_runs.pop(self.run_id, None)
+
+
+def _metrics(metrics: Mapping[str, float], step: int | None):
+    from mlflow.entities import Metric
+
+    now = int(time.time() * 1000)
+    return [Metric(k, float(v), now, step or 0) for k, v in metrics.items()]
+
+
+def telemetry_env() -> dict[str, str]:
+    """Environment that turns MLflow's usage telemetry off, unless the user chose otherwise."""
+    if "MLFLOW_DISABLE_TELEMETRY" in os.environ or "DO_NOT_TRACK" in os.environ:
+        return {}
+    return {"MLFLOW_DISABLE_TELEMETRY": "true"}
