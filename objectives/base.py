@@ -91,8 +91,8 @@ class Task(abc.ABC):
 
     name: ClassVar[str]
     """CLI name of the task."""
-    metric: ClassVar[str]
-    """Name of the objective metric returned by `evaluate`."""
+    metric: str
+    """Name of the objective metric returned by `evaluate` (may be set per instance)."""
     direction: ClassVar[Literal["maximize", "minimize"]]
     """Whether a higher or a lower metric is better."""
     hparams_type: ClassVar[type]
@@ -119,6 +119,10 @@ class Task(abc.ABC):
     @abc.abstractmethod
     def evaluate(self, parts: Parts, hp: Any, data: DataBundle, ctx: EpochContext) -> dict:
         """Score the validation split; returns val_* metrics, the objective among them."""
+
+    def trial_tags(self, data: DataBundle) -> dict[str, str]:
+        """Tags for every trial's run (e.g. the feature space and checksum of a metric model)."""
+        return {}
 
     def epoch_artifacts(
         self, parts: Parts, hp: Any, data: DataBundle, ctx: EpochContext

@@ -99,6 +99,9 @@ class Objective:
         recorder = self.recorder_factory(trial)
         try:
             recorder.log_params(_flat_params(hp))
+            tags = task.trial_tags(self.data)
+            if tags:
+                recorder.set_tags(tags)
             state = self._resume(trial, retry_of, parts, generator, recorder)
             value = self._train(trial, hp, parts, generator, recorder, state)
         except optuna.TrialPruned as pruned:

@@ -64,6 +64,8 @@ class StudySpec:
     """Training device: auto, cpu, cuda or mps."""
     params: Mapping[str, Any] = field(default_factory=dict)
     """Search-space narrowing: parameter -> fixed value or {low, high, log} / {choices}."""
+    task_options: Mapping[str, Any] = field(default_factory=dict)
+    """Task settings that are not searched (e.g. the GAN's feature_space, fid_samples)."""
     checkpoint_dir: str = "checkpoints"
     """Folder of per-epoch trial checkpoints (a sub-folder per study) for crash recovery."""
     heartbeat_interval: int = 10
@@ -136,9 +138,10 @@ class StudySpec:
     # -- persistence on the study ----------------------------------------------------------
 
     STORED_FIELDS = ("task", "dataset", "data_dir", "limit_train", "epochs", "patience",
-                     "tracking_uri", "sampler", "pruner", "seed", "params", "n_trials",
-                     "checkpoint_dir", "heartbeat_interval", "grace_period")  # fmt: skip
-    IDENTITY_FIELDS = ("task", "dataset", "limit_train", "params")
+                     "tracking_uri", "sampler", "pruner", "seed", "params", "task_options",
+                     "n_trials", "checkpoint_dir", "heartbeat_interval",
+                     "grace_period")  # fmt: skip
+    IDENTITY_FIELDS = ("task", "dataset", "limit_train", "params", "task_options")
     """Fields a resumed study must keep: changing them would mix incomparable trials."""
 
     def to_json(self) -> str:
@@ -192,8 +195,9 @@ def load_config_file(path: str | os.PathLike) -> dict[str, Any]:
             f"config file {file}: unknown option(s) {', '.join(unknown)}; "
             f"known: {', '.join(sorted(known))}"
         )
-    if not isinstance(options.get("params", {}), dict):
-        raise SpecError(f"config file {file}: params must be a mapping of parameter names")
+    for key in ("params", "task_options"):
+        if not isinstance(options.get(key, {}), dict):
+            raise SpecError(f"config file {file}: {key} must be a mapping of names to values")
     return options
 
 

@@ -59,7 +59,10 @@ def resolve_device(name: str) -> torch.device:
 def prepare(spec: StudySpec) -> Prepared:
     """Validate every input that can be wrong; raises SpecError with one line."""
     spec.validate()
-    task = get_task(spec.task)
+    try:
+        task = get_task(spec.task, spec.task_options)
+    except (ValueError, TypeError) as exc:
+        raise SpecError(str(exc)) from None
     try:
         space = task.search_space().narrowed(spec.params)
     except SearchSpaceError as exc:
@@ -141,6 +144,12 @@ def open_study(prepared: Prepared, worker_index: int = 0) -> optuna.Study:
         direction=task.direction,
         load_if_exists=True,
     )
+    recorded_metric = study.user_attrs.get(METRIC_ATTR)
+    if recorded_metric is not None and recorded_metric != task.metric:
+        raise SpecError(
+            f"study '{spec.name}' optimizes {recorded_metric}; this run would optimize "
+            f"{task.metric}: resume with the same options or use another --study-name"
+        )
     if SPEC_ATTR not in study.user_attrs:
         study.set_user_attr(SPEC_ATTR, spec.to_json())
         study.set_user_attr(TASK_ATTR, task.name)
