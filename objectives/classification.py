@@ -103,7 +103,8 @@ class ClassificationTask(Task):
                 Param("kernel_size", "categorical", choices=(3, 5)),
                 Param("batch_norm", "categorical", choices=(False, True)),
                 Param("pooling", "categorical", choices=("max", "avg")),
-                Param("fc_width", "categorical", choices=(0, 64, 128, 256)),
+                Param("fc_width", "categorical", choices=(0, 64, 128, 256),
+                      allowed=(0, 16, 32, 64, 128, 256, 512)),  # fmt: skip
                 Param("dropout", "float", 0.0, 0.5),
                 Param("rotation", "float", 0.0, 20.0),
                 Param("hflip", "float", 0.0, 0.5),

