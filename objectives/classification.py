@@ -180,8 +180,10 @@ class ClassificationTask(Task):
 
     def finalize(self, parts: Parts, hp: ClassifierHParams, data: DataBundle) -> Finalization:
         metrics, matrix = classification_report(parts.modules["model"], data.val, data)
+        # accuracy and loss of the best epoch are already in the curves; add what is new
+        final = {f"val_{k}": metrics[k] for k in ("precision", "recall", "f1")}
         return Finalization(
-            metrics={f"val_{k}": v for k, v in metrics.items()},
+            metrics=final,
             artifacts={"confusion_matrix.png": confusion_matrix_png(matrix, data.class_names)},
         )
 

@@ -164,7 +164,7 @@ class Objective:
         final = task.finalize(parts, hp, self.data)
         _check_finite(final.metrics, best_epoch)
         summary = {f"best_{task.metric}": best_value, "best_epoch": best_epoch}
-        recorder.log_metrics({**summary, **final.metrics})
+        recorder.log_metrics({**summary, **final.metrics}, step=best_epoch)
         recorder.log_artifacts(
             {
                 "config.json": json.dumps(_flat_params(hp), indent=2).encode(),

@@ -64,7 +64,7 @@ class _ProgressRecorder:
 
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
         self.inner.log_metrics(metrics, step)
-        if step is None and f"best_{self.metric}" in metrics:
+        if f"best_{self.metric}" in metrics:
             self.display.offer_best(metrics[f"best_{self.metric}"])
         if step is not None and self.metric in metrics:
             value = metrics[self.metric]

@@ -1,0 +1,71 @@
+"""Studies end to end in-process, on SQLite and on the local PostgreSQL."""
+
+import optuna
+import pytest
+from mlflow import MlflowClient
+from optuna.trial import TrialState
+
+from search.config import SpecError, StudySpec
+from search.study import best_trial_info, prepare, run_study, study_rows
+
+SMALL = {"base_width": 8, "fc_width": 32, "convs_per_block": 1}
+STATUS = {TrialState.COMPLETE: "FINISHED", TrialState.PRUNED: "KILLED", TrialState.FAIL: "FAILED"}
+
+
+def _spec(storage_url, tracking_uri, tmp_path, **changes):
+    values = {
+        "task": "cnn", "dataset": "digits", "study_name": "s", "n_trials": 3, "epochs": 2,
+        "storage": storage_url, "tracking_uri": tracking_uri, "params": SMALL, "seed": 1,
+        "checkpoint_dir": str(tmp_path / "ck"), "device": "cpu",
+    }  # fmt: skip
+    return StudySpec(**{**values, **changes})
+
+
+def test_study_reaches_its_target_resumes_and_tracks_every_trial(
+    storage_url, tracking_uri, tmp_path
+):
+    spec = _spec(storage_url, tracking_uri, tmp_path)
+    outcome = run_study(prepare(spec))
+    assert outcome.finished == 3
+
+    study = optuna.load_study(study_name="s", storage=storage_url)
+    first = study.trials[0]
+    assert first.params == prepare(spec).space.default_trial_params()  # defaults enqueued
+    assert study.user_attrs["tunelab.metric"] == "val_accuracy"
+
+    # The same command with a higher target finishes the rest, never repeating the defaults.
+    run_study(prepare(_spec(storage_url, tracking_uri, tmp_path, n_trials=5)))
+    study = optuna.load_study(study_name="s", storage=storage_url)
+    finished = study.get_trials(states=(TrialState.COMPLETE, TrialState.PRUNED))
+    assert len(finished) == 5
+
+    client = MlflowClient(tracking_uri)
+    experiment = client.get_experiment_by_name("s")
+    parents = client.search_runs([experiment.experiment_id], "tags.`tunelab.role` = 'study'")
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    for trial in study.trials:
+        run = client.get_run(trial.user_attrs["mlflow_run_id"])
+        assert run.info.status == STATUS[trial.state]
+        assert run.data.tags["mlflow.parentRunId"] == parents[0].info.run_id
+        assert run.data.tags["optuna.trial_number"] == str(trial.number)
+        assert run.info.run_name == f"trial-{trial.number}"
+        assert run.data.params["lr"] == str(trial.params["lr"])
+        history = client.get_metric_history(run.info.run_id, "val_accuracy")
+        assert [m.step for m in history] == sorted(trial.intermediate_values)
+
+
+def test_resuming_with_another_data_set_is_refused(storage_url, tracking_uri, tmp_path):
+    run_study(prepare(_spec(storage_url, tracking_uri, tmp_path, n_trials=1, epochs=1)))
+    with pytest.raises(SpecError, match="exists with other settings"):
+        run_study(prepare(_spec(storage_url, tracking_uri, tmp_path, limit_train=300)))
+
+
+def test_summaries_and_best(storage_url, tracking_uri, tmp_path):
+    run_study(prepare(_spec(storage_url, tracking_uri, tmp_path, n_trials=2, epochs=1)))
+    (row,) = study_rows(storage_url)
+    assert (row["name"], row["task"], row["dataset"], row["direction"]) == (
+        "s", "cnn", "digits", "maximize",
+    )  # fmt: skip
+    assert row["complete"] + row["pruned"] == 2 and row["target"] == 2
+    info = best_trial_info(optuna.load_study(study_name="s", storage=storage_url))
+    assert info["value"] == row["best"] and info["mlflow_run_id"]
