@@ -146,7 +146,10 @@ def studies(storage: StorageOpt = None) -> None:
         table.add_row(r["name"], r["task"], r["dataset"], r["metric"], r["direction"],
                       str(r["complete"] + r["pruned"]), str(r["pruned"]), str(r["failed"]),
                       str(r["target"] or "-"), best)  # fmt: skip
-    Console().print(table)
+    console = Console()
+    if not console.is_terminal:  # piped: don't squeeze the table into 80 columns
+        console = Console(width=200)
+    console.print(table)
 
 
 @app.command()

@@ -148,3 +148,16 @@ def shared_mnist_dir() -> Path:
     if not (root / "MNIST" / "raw" / "train-images-idx3-ubyte").exists():
         pytest.skip(f"full MNIST not found under {root} (set TUNELAB_SHARED_DATA)")
     return root
+
+
+@pytest.fixture
+def cli_popen():
+    """Start the real `tunelab` in the background: cli_popen(args, cwd, **env) -> Popen."""
+
+    def start(args: list[str], cwd: Path, **env: str) -> subprocess.Popen:
+        return subprocess.Popen(
+            [str(TUNELAB), *args], cwd=cwd, env=cli_env(**env),
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+
+    return start

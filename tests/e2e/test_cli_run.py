@@ -1,0 +1,111 @@
+"""The real `tunelab` CLI as a subprocess, read back through Optuna's and MLflow's own clients."""
+
+import json
+import signal
+import time
+
+import optuna
+import pytest
+from mlflow import MlflowClient
+from optuna.trial import TrialState
+
+pytestmark = pytest.mark.e2e
+
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+STATUS = {TrialState.COMPLETE: "FINISHED", TrialState.PRUNED: "KILLED", TrialState.FAIL: "FAILED"}
+SMALL_CONFIG = """\
+params:
+  base_width: 8
+  fc_width: 32
+  convs_per_block: 1
+  lr: {low: 1e-4, high: 3e-2}
+"""
+
+
+def _args(tmp_path, storage, *extra):
+    (tmp_path / "small.yaml").write_text(SMALL_CONFIG)
+    return [
+        "run", "cnn", "--dataset", "digits", "--config", "small.yaml", "--storage", storage,
+        "--tracking-uri", f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}", "--quiet", *extra,
+    ]  # fmt: skip
+
+
+def test_run_cnn_tracks_every_trial_in_optuna_and_mlflow(cli, storage_url, tmp_path):
+    args = _args(tmp_path, storage_url, "--n-trials", "6", "--epochs", "3", "--seed", "2",
+                 "--pruner", "median", "--sampler", "random")  # fmt: skip
+    result = cli(args, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "best trial" in result.stdout and "optuna-dashboard" in result.stdout
+
+    study = optuna.load_study(study_name="cnn-digits", storage=storage_url)
+    assert len(study.get_trials(states=FINISHED)) == 6
+    pruned = study.get_trials(states=(TrialState.PRUNED,))
+    assert pruned, "the median pruner stops some of six random trials"
+
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}")
+    for trial in study.trials:
+        run = client.get_run(trial.user_attrs["mlflow_run_id"])
+        assert run.info.status == STATUS[trial.state]
+        assert run.data.tags["optuna.state"] == trial.state.name
+        for metric in ("train_loss", "train_accuracy", "val_loss", "val_accuracy"):
+            steps = [m.step for m in client.get_metric_history(run.info.run_id, metric)]
+            assert steps == sorted(trial.intermediate_values), metric
+        artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+        if trial.state == TrialState.COMPLETE:
+            assert {"config.json", "checkpoint", "confusion_matrix.png"} <= artifacts
+            assert {"val_f1", "val_precision", "val_recall"} <= set(run.data.metrics)
+    assert {client.get_run(t.user_attrs["mlflow_run_id"]).info.status for t in pruned} == {"KILLED"}
+
+    best = cli(["best", "cnn-digits", "--storage", storage_url, "--json"], cwd=tmp_path)
+    assert best.returncode == 0, best.stderr
+    info = json.loads(best.stdout)
+    assert info["value"] == study.best_value and info["params"] == study.best_params
+    listing = cli(["studies", "--storage", storage_url], cwd=tmp_path)
+    assert listing.returncode == 0 and "cnn-digits" in listing.stdout
+
+
+def test_same_seed_gives_the_same_parameters_and_values(cli, tmp_path):
+    values = []
+    for name in ("a", "b"):
+        args = _args(tmp_path, f"sqlite:///{tmp_path / 'same.db'}", "--study-name", name,
+                     "--n-trials", "3", "--epochs", "1", "--seed", "11")  # fmt: skip
+        assert cli(args, cwd=tmp_path).returncode == 0
+        study = optuna.load_study(study_name=name, storage=f"sqlite:///{tmp_path / 'same.db'}")
+        values.append([(t.params, t.value) for t in study.trials])
+    assert values[0] == values[1]
+
+
+def test_sigkill_mid_trial_then_the_same_command_reaches_the_target(cli, cli_popen, tmp_path):
+    storage = f"sqlite:///{tmp_path / 'studies.db'}"
+    args = _args(tmp_path, storage, "--n-trials", "3", "--epochs", "4", "--pruner", "none",
+                 "--heartbeat-interval", "1", "--grace-period", "2")  # fmt: skip
+    process = cli_popen(args, cwd=tmp_path)
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        time.sleep(0.5)
+        try:
+            running = optuna.load_study(study_name="cnn-digits", storage=storage).get_trials(
+                states=(TrialState.RUNNING,)
+            )
+        except KeyError:  # not created yet
+            continue
+        if running and len(running[0].intermediate_values) >= 2:
+            break
+    else:
+        process.kill()
+        pytest.fail("no trial reached its second epoch in time")
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    killed = running[0].number
+    time.sleep(2.5)  # past the grace period: the next run sees the trial as dead
+
+    result = cli(args, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    study = optuna.load_study(study_name="cnn-digits", storage=storage)
+    assert len(study.get_trials(states=FINISHED)) == 3
+    assert study.trials[killed].state == TrialState.FAIL
+    assert not study.get_trials(states=(TrialState.RUNNING,))
+    retry = next(t for t in study.trials if t.user_attrs.get("resumed_from_trial") == killed)
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}")
+    steps = client.get_metric_history(retry.user_attrs["mlflow_run_id"], "val_accuracy")
+    assert min(m.step for m in steps) >= 3, "the retry continued after the checkpointed epochs"
