@@ -6,10 +6,12 @@ Every user error ends as one line on stderr and exit code 2; Ctrl-C exits 130 an
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import signal
 import sys
+import typing
 import warnings
 from typing import Annotated
 
@@ -74,44 +76,105 @@ def run(
     checkpoint_dir: Annotated[str | None, typer.Option(help="Per-epoch checkpoints for crash recovery [checkpoints].")] = None,
     heartbeat_interval: Annotated[int | None, typer.Option(help="Seconds between trial heartbeats [10].")] = None,
     grace_period: Annotated[int | None, typer.Option(help="Seconds without heartbeat before a trial is retried [30].")] = None,
+    workers: Annotated[int | None, typer.Option(help="Worker processes on this machine [1; one per GPU when there are several].")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress display.")] = False,
 ) -> None:  # fmt: skip
     """Create or resume a study and run it to its target number of finished trials."""
-    from search.config import build_spec
-
-    spec = build_spec(
-        task,
-        config,
-        {
-            "study_name": study_name, "n_trials": n_trials, "timeout": timeout,
-            "epochs": epochs, "patience": patience, "dataset": dataset, "data_dir": data_dir,
-            "limit_train": limit_train, "storage": storage, "tracking_uri": tracking_uri,
-            "sampler": sampler, "pruner": pruner, "seed": seed, "device": device,
-            "checkpoint_dir": checkpoint_dir, "heartbeat_interval": heartbeat_interval,
-            "grace_period": grace_period, "quiet": quiet or None,
-        },
-    )  # fmt: skip
+    options = {k: v for k, v in locals().items() if k not in ("task", "config")}
+    spec = _spec(task, config, options)
     interruptible(lambda: _run_and_report(spec))
 
 
-def _run_and_report(spec) -> None:
+def create(*args, **kwargs) -> None:
+    """Create a study without running trials, for `tunelab worker` (same options as run)."""
+    options = {k: v for k, v in kwargs.items() if k not in ("task", "config")}
+    spec = _spec(kwargs["task"], kwargs["config"], options)
+    from search.study import open_study, prepare
+
+    study = open_study(prepare(spec))
+    print(f"study '{study.study_name}' ready in {spec.storage}: target {spec.n_trials} trials")
+    print(f"join it with: tunelab worker {study.study_name} --storage {spec.storage}")
+
+
+def _same_options_as(command):
+    """A signature with `command`'s options, resolved, for typer to read: declared once."""
+    hints = typing.get_type_hints(command, include_extras=True)
+    signature = inspect.signature(command)
+    return signature.replace(
+        parameters=[p.replace(annotation=hints[p.name]) for p in signature.parameters.values()]
+    )
+
+
+create.__signature__ = _same_options_as(run)
+app.command()(create)
+
+
+def _spec(task: str, config: str | None, options: dict):
+    from search.config import build_spec
+
+    options["quiet"] = options.get("quiet") or None
+    if options.get("workers") is None:
+        from search.workers import default_workers
+
+        workers = default_workers()
+        options["workers"] = workers if workers > 1 else None
+    return build_spec(task, config, options)
+
+
+@app.command()
+def worker(
+    study: Annotated[str, typer.Argument(help="Name of an existing study.")],
+    storage: StorageOpt = None,
+    tracking_uri: Annotated[str | None, typer.Option(help="MLflow tracking URI [the study's].")] = None,
+    device: Annotated[str | None, typer.Option(help="auto, cpu, cuda or mps [auto].")] = None,
+    worker_index: Annotated[int | None, typer.Option(hidden=True, help="Seed stream of this worker.")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", help="No progress display.")] = False,
+) -> None:  # fmt: skip
+    """Join an existing study (from another shell, container or machine) until its target."""
+    from search.study import join_spec
+
+    spec = join_spec(study, storage or _storage_default(), tracking_uri, device, quiet)
+    index = worker_index if worker_index is not None else os.getpid()
+    interruptible(lambda: _run_and_report(spec, worker_index=index))
+
+
+def _run_and_report(spec, worker_index: int = 0) -> None:
     from search.progress import StudyProgress
-    from search.study import best_trial_info, prepare, run_study
+    from search.study import attach_parent_run, open_study, prepare, run_study
 
     prepared = prepare(spec)
+    if spec.workers > 1:
+        from search.workers import launch_workers
+
+        study = open_study(prepared)
+        attach_parent_run(prepared, study)  # one parent run before the workers start
+        if spec.storage.startswith("sqlite"):
+            _say("note: several workers share SQLite through file locks; use PostgreSQL "
+                 "for shared or multi-machine work", False)  # fmt: skip
+        code = launch_workers(spec, spec.workers, study)
+        _summary(spec, study, None)
+        if code:
+            raise typer.Exit(code)
+        return
     if not spec.quiet:  # the progress display replaces Optuna's per-trial log lines
         import optuna
 
         optuna.logging.set_verbosity(optuna.logging.WARNING)
     _say(f"{prepared.data.summary()}; device {prepared.device}", spec.quiet)
     if spec.quiet:
-        outcome = run_study(prepared)
+        outcome = run_study(prepared, worker_index=worker_index)
     else:
         display = StudyProgress(spec.name, spec.n_trials, 0, spec.epochs, prepared.task.direction)
         with display:
-            outcome = run_study(prepared, progress=display)
-    study = outcome.study
-    print(f"study '{study.study_name}': {outcome.finished}/{outcome.target} finished trials")
+            outcome = run_study(prepared, worker_index=worker_index, progress=display)
+    _summary(spec, outcome.study, outcome.finished)
+
+
+def _summary(spec, study, finished: int | None) -> None:
+    from search.study import best_trial_info, count_finished
+
+    finished = count_finished(study) if finished is None else finished
+    print(f"study '{study.study_name}': {finished}/{spec.n_trials} finished trials")
     try:
         info = best_trial_info(study)
     except SpecError:

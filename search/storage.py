@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Callable
 from pathlib import Path
 
 import optuna
@@ -82,9 +83,13 @@ def engine_kwargs(url_text: str) -> dict:
 
 
 def open_storage(
-    url_text: str, heartbeat_interval: int | None = None, grace_period: int | None = None
+    url_text: str,
+    heartbeat_interval: int | None = None,
+    grace_period: int | None = None,
+    on_stale: Callable[[optuna.Study, optuna.trial.FrozenTrial], None] | None = None,
 ) -> optuna.storages.RDBStorage:
-    """An RDBStorage; with a heartbeat, dead trials are failed and retried from checkpoint."""
+    """An RDBStorage; with a heartbeat, a trial whose process died is failed after the grace
+    period and handed to `on_stale` (default: Optuna's retry, keeping its curve)."""
     path = sqlite_path(make_url(url_text))
     if path is not None:
         enable_wal(path)
@@ -93,7 +98,8 @@ def open_storage(
         heartbeat = {
             "heartbeat_interval": heartbeat_interval,
             "grace_period": grace_period,
-            "heartbeat_stale_trial_callback": optuna.storages.RetryHeartbeatStaleTrialCallback(
+            "heartbeat_stale_trial_callback": on_stale
+            or optuna.storages.RetryHeartbeatStaleTrialCallback(
                 max_retry=3, inherit_intermediate_values=True
             ),
         }

@@ -8,6 +8,8 @@ then creates or resumes the study and optimizes until the study holds `n_trials`
 from __future__ import annotations
 
 import json
+import os
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
@@ -23,12 +25,14 @@ from objectives.tasks import get_task
 from search.config import SPEC_ATTR, SpecError, StudySpec
 from search.progress import StudyProgress
 from search.storage import check_database, open_storage
-from search.tracking import StudyTracker, check_tracking_uri
+from search.tracking import RUN_ID_ATTR, StudyTracker, check_tracking_uri
 
 FINISHED_STATES = (TrialState.COMPLETE, TrialState.PRUNED)
 TASK_ATTR = "tunelab.task"
 DATASET_ATTR = "tunelab.dataset"
 METRIC_ATTR = "tunelab.metric"
+RETRY_OF_ATTR = "tunelab.retry_of"
+"""User attribute of a queued retry: the number of the interrupted trial it resumes."""
 
 
 @dataclass
@@ -124,7 +128,11 @@ def existing_study_spec(spec: StudySpec) -> str | None:
     return study.user_attrs.get(SPEC_ATTR, "{}")
 
 
-def open_study(prepared: Prepared, worker_index: int = 0) -> optuna.Study:
+def open_study(
+    prepared: Prepared,
+    worker_index: int = 0,
+    on_stale: Callable[[optuna.Study, optuna.trial.FrozenTrial], None] | None = None,
+) -> optuna.Study:
     """Create the study, or load it and check it is the same search."""
     spec, task = prepared.spec, prepared.task
     stored = existing_study_spec(spec)
@@ -135,7 +143,7 @@ def open_study(prepared: Prepared, worker_index: int = 0) -> optuna.Study:
                 f"study '{spec.name}' exists with other settings ({'; '.join(conflicts)}): "
                 "use another --study-name"
             )
-    storage = open_storage(spec.storage, spec.heartbeat_interval, spec.grace_period)
+    storage = open_storage(spec.storage, spec.heartbeat_interval, spec.grace_period, on_stale)
     study = optuna.create_study(
         study_name=spec.name,
         storage=storage,
@@ -171,6 +179,63 @@ class StudyOutcome:
     target: int
 
 
+class StopAtTarget:
+    """Stop this worker once finished trials plus those other workers are running reach the
+    target, so K workers never start trials beyond it. Dead workers' trials are failed first,
+    so they do not count as running."""
+
+    def __init__(self, target: int) -> None:
+        self.counter = optuna.study.MaxTrialsCallback(
+            target, states=(*FINISHED_STATES, TrialState.RUNNING)
+        )
+
+    def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        optuna.storages.fail_stale_trials(study)
+        self.counter(study, trial)
+
+
+class DeadTrialHandler:
+    """Heartbeat-stale trial callback: close the dead trial's MLflow run as FAILED (tagged
+    recovered), then let Optuna queue its retry, which resumes from the trial's checkpoint."""
+
+    def __init__(self) -> None:
+        self.tracker: StudyTracker | None = None
+        self.retry = optuna.storages.RetryHeartbeatStaleTrialCallback(
+            max_retry=3, inherit_intermediate_values=True
+        )
+
+    def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        run_id = trial.user_attrs.get(RUN_ID_ATTR)
+        if self.tracker is not None and run_id:
+            self.tracker.fail_dead_run(run_id)
+        self.retry(study, trial)
+
+
+def requeue_interrupted(study: optuna.Study) -> list[int]:
+    """Queue a retry of every trial ended by Ctrl-C / SIGTERM that has none yet; the retry
+    resumes from the interrupted trial's last epoch checkpoint."""
+    trials = study.get_trials(deepcopy=False)
+    retried = {t.user_attrs.get(RETRY_OF_ATTR) for t in trials}
+    queued = []
+    for trial in trials:
+        if (
+            trial.state == TrialState.FAIL
+            and trial.user_attrs.get("fail_reason") == "interrupted"
+            and trial.number not in retried
+        ):
+            study.add_trial(
+                optuna.trial.create_trial(
+                    state=TrialState.WAITING,
+                    params=trial.params,
+                    distributions=trial.distributions,
+                    user_attrs={**trial.user_attrs, RETRY_OF_ATTR: trial.number},
+                    intermediate_values=trial.intermediate_values,
+                )
+            )
+            queued.append(trial.number)
+    return queued
+
+
 def run_study(
     prepared: Prepared,
     worker_index: int = 0,
@@ -178,18 +243,20 @@ def run_study(
 ) -> StudyOutcome:
     """Optimize until the study's total target of finished trials is reached."""
     spec, task = prepared.spec, prepared.task
-    study = open_study(prepared, worker_index)
+    dead_trials = DeadTrialHandler()
+    study = open_study(prepared, worker_index, on_stale=dead_trials)
     tracker = StudyTracker(spec.tracking_uri, spec.name)
-    tracker.attach_parent(study, {"tunelab.task": task.name, "tunelab.dataset": spec.dataset,
-                                  "tunelab.metric": task.metric})  # fmt: skip
-    common_tags = {"tunelab.task": task.name, "tunelab.dataset": spec.dataset}
+    dead_trials.tracker = tracker
+    tags = {"tunelab.task": task.name, "tunelab.dataset": spec.dataset}
+    tracker.attach_parent(study, {**tags, "tunelab.metric": task.metric})
+    requeue_interrupted(study)
 
     def recorder_factory(trial: optuna.trial.BaseTrial):
-        tags = dict(common_tags)
+        trial_tags = dict(tags)
         original = trial.user_attrs.get(ORIGINAL_TRIAL_ATTR)
         if original is not None:
-            tags["tunelab.retry_of_trial"] = str(original)
-        run = tracker.recorder(trial, tags)
+            trial_tags["tunelab.retry_of_trial"] = str(original)
+        run = tracker.recorder(trial, trial_tags)
         if progress is not None:
             return progress.wrap(run, trial.number, task.metric)
         return run
@@ -207,11 +274,12 @@ def run_study(
         ),
         recorder_factory,
     )
-    target_reached = optuna.study.MaxTrialsCallback(spec.n_trials, states=FINISHED_STATES)
     status, reason = "KILLED", None
     try:
         if count_finished(study) < spec.n_trials:
-            study.optimize(objective, timeout=spec.timeout, callbacks=[target_reached])
+            study.optimize(
+                objective, timeout=spec.timeout, callbacks=[StopAtTarget(spec.n_trials)]
+            )
         finished = count_finished(study)
         status = "FINISHED" if finished >= spec.n_trials else "KILLED"
     except KeyboardInterrupt:
@@ -235,6 +303,40 @@ def load_study(name: str, storage_url: str) -> optuna.Study:
         names = optuna.get_all_study_names(storage)
         known = ", ".join(names) if names else "none"
         raise SpecError(f"no study '{name}' in {storage_url} (studies: {known})") from None
+
+
+def attach_parent_run(prepared: Prepared, study: optuna.Study) -> StudyTracker:
+    """The study's MLflow parent run, created before several workers start."""
+    tracker = StudyTracker(prepared.spec.tracking_uri, prepared.spec.name)
+    tracker.attach_parent(study, {"tunelab.task": prepared.task.name,
+                                  "tunelab.dataset": prepared.spec.dataset,
+                                  "tunelab.metric": prepared.task.metric})  # fmt: skip
+    return tracker
+
+
+def with_retries(check: Callable[[], None], attempts: int | None = None, delay: float = 3.0):
+    """Run a reachability check, retrying a bounded number of times (a database or tracking
+    server still starting, e.g. in docker compose) before its one-line error stands."""
+    attempts = attempts or int(os.environ.get("TUNELAB_CONNECT_ATTEMPTS", "5"))
+    for attempt in range(1, attempts + 1):
+        try:
+            return check()
+        except SpecError as error:
+            if attempt == attempts or "cannot reach" not in str(error):
+                raise
+            time.sleep(delay)
+
+
+def join_spec(
+    name: str, storage_url: str, tracking_uri: str | None, device: str | None, quiet: bool
+) -> StudySpec:
+    """The spec of an existing study, as a worker joining it from anywhere runs it."""
+    with_retries(lambda: check_database(storage_url))
+    study = load_study(name, storage_url)
+    spec = stored_spec(study, storage=storage_url, tracking_uri=tracking_uri, device=device,
+                       quiet=quiet or None, workers=1)  # fmt: skip
+    with_retries(lambda: check_tracking_uri(spec.tracking_uri))
+    return spec.validate()
 
 
 def stored_spec(study: optuna.Study, **overrides) -> StudySpec:

@@ -85,28 +85,35 @@ class StudyTracker:
             return experiment.experiment_id
 
     def attach_parent(self, study: optuna.Study, spec_tags: Mapping[str, str]) -> str:
-        """Find the study's parent run (by id on the study, then by tag) or create it."""
-        run_id = study.user_attrs.get(PARENT_RUN_ATTR)
+        """Find the study's parent run (by id on the study, then by tag) or create it.
+
+        Workers starting together may each create one: every worker then adopts the oldest
+        and deletes its own if it lost, so all children hang under one parent.
+        """
+        run_id = study.user_attrs.get(PARENT_RUN_ATTR) or self._oldest_parent()
         if run_id is None:
-            found = self.client.search_runs(
-                [self.experiment_id],
-                filter_string=f"tags.`{PARENT_TAG}` = 'study'",
-                max_results=1,
-                order_by=["attributes.start_time ASC"],
-            )
-            run_id = found[0].info.run_id if found else None
-        if run_id is None:
-            run = self.client.create_run(
+            mine = self.client.create_run(
                 self.experiment_id,
                 run_name=self.study_name,
                 tags={PARENT_TAG: "study", "optuna.study_name": self.study_name, **spec_tags},
-            )
-            run_id = run.info.run_id
+            ).info.run_id
+            run_id = self._oldest_parent()
+            if run_id != mine:
+                self.client.delete_run(mine)
         else:
             self.client.update_run(run_id, status="RUNNING")
         study.set_user_attr(PARENT_RUN_ATTR, run_id)
         self.parent_run_id = run_id
         return run_id
+
+    def _oldest_parent(self) -> str | None:
+        found = self.client.search_runs(
+            [self.experiment_id],
+            filter_string=f"tags.`{PARENT_TAG}` = 'study'",
+            max_results=1,
+            order_by=["attributes.start_time ASC", "attributes.run_id ASC"],
+        )
+        return found[0].info.run_id if found else None
 
     def recorder(self, trial: optuna.trial.BaseTrial, tags: Mapping[str, str]) -> TrialRun:
         """A nested child run for one trial; its id goes into the trial's user attributes."""
