@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import logging
 import os
 import signal
 import sys
@@ -17,6 +18,7 @@ from typing import Annotated
 
 import typer
 
+from search.cli_analysis import register as register_analysis
 from search.config import DEFAULT_STORAGE, DEFAULT_TRACKING_URI, SpecError
 
 app = typer.Typer(
@@ -234,6 +236,9 @@ def best(
         print(f"  {name} = {value}")
 
 
+register_analysis(app)  # report, dashboard, ui, evaluate
+
+
 def _say(text: str, quiet: bool) -> None:
     if not quiet:
         print(text, file=sys.stderr)
@@ -241,6 +246,15 @@ def _say(text: str, quiet: bool) -> None:
 
 def _error(message: str) -> None:
     print(f"tunelab: error: {message}", file=sys.stderr)
+
+
+class _NoInterruptTraceback(logging.Filter):
+    """Optuna logs a failed trial with its traceback; for Ctrl-C / SIGTERM that is noise."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and isinstance(record.exc_info[1], KeyboardInterrupt):
+            record.exc_info, record.exc_text = None, None
+        return True
 
 
 def _is_click_usage_error(exc: Exception) -> bool:
@@ -269,6 +283,10 @@ def main(argv: list[str] | None = None) -> int:
     warnings.filterwarnings("ignore", message=".*experimental.*")
     warnings.filterwarnings("ignore", category=FutureWarning, module="optuna")
     signal.signal(signal.SIGTERM, _raise_terminated)
+    import optuna
+
+    for handler in optuna.logging.get_logger("optuna").handlers:
+        handler.addFilter(_NoInterruptTraceback())
     command = typer.main.get_command(app)
     try:
         result = command.main(args=argv, prog_name="tunelab", standalone_mode=False)

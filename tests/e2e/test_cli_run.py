@@ -1,8 +1,6 @@
 """The real `tunelab` CLI as a subprocess, read back through Optuna's and MLflow's own clients."""
 
 import json
-import signal
-import time
 
 import optuna
 import pytest
@@ -73,39 +71,3 @@ def test_same_seed_gives_the_same_parameters_and_values(cli, tmp_path):
         study = optuna.load_study(study_name=name, storage=f"sqlite:///{tmp_path / 'same.db'}")
         values.append([(t.params, t.value) for t in study.trials])
     assert values[0] == values[1]
-
-
-def test_sigkill_mid_trial_then_the_same_command_reaches_the_target(cli, cli_popen, tmp_path):
-    storage = f"sqlite:///{tmp_path / 'studies.db'}"
-    args = _args(tmp_path, storage, "--n-trials", "3", "--epochs", "4", "--pruner", "none",
-                 "--heartbeat-interval", "1", "--grace-period", "2")  # fmt: skip
-    process = cli_popen(args, cwd=tmp_path)
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        time.sleep(0.5)
-        try:
-            running = optuna.load_study(study_name="cnn-digits", storage=storage).get_trials(
-                states=(TrialState.RUNNING,)
-            )
-        except KeyError:  # not created yet
-            continue
-        if running and len(running[0].intermediate_values) >= 2:
-            break
-    else:
-        process.kill()
-        pytest.fail("no trial reached its second epoch in time")
-    process.send_signal(signal.SIGKILL)
-    process.wait()
-    killed = running[0].number
-    time.sleep(2.5)  # past the grace period: the next run sees the trial as dead
-
-    result = cli(args, cwd=tmp_path)
-    assert result.returncode == 0, result.stderr
-    study = optuna.load_study(study_name="cnn-digits", storage=storage)
-    assert len(study.get_trials(states=FINISHED)) == 3
-    assert study.trials[killed].state == TrialState.FAIL
-    assert not study.get_trials(states=(TrialState.RUNNING,))
-    retry = next(t for t in study.trials if t.user_attrs.get("resumed_from_trial") == killed)
-    client = MlflowClient(f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}")
-    steps = client.get_metric_history(retry.user_attrs["mlflow_run_id"], "val_accuracy")
-    assert min(m.step for m in steps) >= 3, "the retry continued after the checkpointed epochs"

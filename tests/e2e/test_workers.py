@@ -1,0 +1,149 @@
+"""Several workers on one study, crash recovery and signals, through the real CLI."""
+
+import signal
+import time
+
+import optuna
+import pytest
+from mlflow import MlflowClient
+from optuna.trial import TrialState
+
+pytestmark = pytest.mark.e2e
+
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+SMALL_CONFIG = "params:\n  base_width: 8\n  fc_width: 32\n  convs_per_block: 1\n"
+
+
+def _args(tmp_path, storage, *extra):
+    (tmp_path / "small.yaml").write_text(SMALL_CONFIG)
+    return [
+        "run", "cnn", "--dataset", "digits", "--config", "small.yaml", "--storage", storage,
+        "--tracking-uri", _tracking(tmp_path), "--quiet", *extra,
+    ]  # fmt: skip
+
+
+def _tracking(tmp_path):
+    return f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}"
+
+
+def _runs(tmp_path, study_name):
+    client = MlflowClient(_tracking(tmp_path))
+    experiment = client.get_experiment_by_name(study_name)
+    return client, client.search_runs([experiment.experiment_id], max_results=1000)
+
+
+def _wait_for_running_epoch(storage, study_name, process, epochs=1, timeout=180):
+    deadline = time.time() + timeout
+    while time.time() < deadline and process.poll() is None:
+        time.sleep(0.3)
+        try:
+            study = optuna.load_study(study_name=study_name, storage=storage)
+        except KeyError:  # not created yet
+            continue
+        running = study.get_trials(states=(TrialState.RUNNING,))
+        if running and len(running[0].intermediate_values) >= epochs:
+            return running[0].number
+    process.kill()
+    pytest.fail("no trial reached its epoch in time")
+
+
+def test_two_workers_share_one_study_and_one_parent_run(cli, storage_url, tmp_path):
+    result = cli(_args(tmp_path, storage_url, "--workers", "2", "--n-trials", "6",
+                       "--epochs", "2"), cwd=tmp_path)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "database is locked" not in result.stderr
+
+    study = optuna.load_study(study_name="cnn-digits", storage=storage_url)
+    finished = study.get_trials(states=FINISHED)
+    assert len(finished) == 6
+    numbers = [t.number for t in study.trials]
+    assert len(numbers) == len(set(numbers))
+
+    client, runs = _runs(tmp_path, "cnn-digits")
+    parents = [r for r in runs if r.data.tags.get("tunelab.role") == "study"]
+    assert len(parents) == 1
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id]
+    by_trial = {}
+    for run in children:
+        by_trial.setdefault(int(run.data.tags["optuna.trial_number"]), []).append(run)
+    assert sorted(by_trial) == sorted(t.number for t in study.trials)
+    assert all(len(runs) == 1 for runs in by_trial.values())
+    assert not [r for r in runs if r.info.status == "RUNNING"]
+
+
+def test_sigkill_then_restart_resumes_the_dead_trial_from_its_checkpoint(cli, cli_popen, tmp_path):
+    storage = f"sqlite:///{tmp_path / 'studies.db'}"
+    args = _args(tmp_path, storage, "--n-trials", "3", "--epochs", "4", "--pruner", "none",
+                 "--heartbeat-interval", "1", "--grace-period", "2")  # fmt: skip
+    process = cli_popen(args, cwd=tmp_path)
+    killed = _wait_for_running_epoch(storage, "cnn-digits", process, epochs=2)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    time.sleep(2.5)  # past the grace period: the next worker sees the trial as dead
+
+    result = cli(args, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    study = optuna.load_study(study_name="cnn-digits", storage=storage)
+    assert len(study.get_trials(states=FINISHED)) == 3
+    assert study.trials[killed].state == TrialState.FAIL
+    assert not study.get_trials(states=(TrialState.RUNNING,))
+
+    retry = next(t for t in study.trials if t.user_attrs.get("resumed_from_trial") == killed)
+    assert {1, 2} <= set(retry.intermediate_values), "the dead trial's curve came over"
+    client, runs = _runs(tmp_path, "cnn-digits")
+    dead_run = client.get_run(study.trials[killed].user_attrs["mlflow_run_id"])
+    assert dead_run.info.status == "FAILED"
+    assert dead_run.data.tags["tunelab.recovered"] == "true"
+    retry_run = client.get_run(retry.user_attrs["mlflow_run_id"])
+    assert retry_run.data.tags["tunelab.retry_of_trial"] == str(killed)
+    steps = [m.step for m in client.get_metric_history(retry_run.info.run_id, "val_accuracy")]
+    assert min(steps) >= 3, "the retry continued after the checkpointed epochs"
+    assert not [r for r in runs if client.get_run(r.info.run_id).info.status == "RUNNING"]
+
+
+@pytest.mark.parametrize(("sig", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_signal_ends_the_trial_as_failed_and_the_same_command_finishes(
+    cli, cli_popen, tmp_path, sig, code
+):
+    storage = f"sqlite:///{tmp_path / 'studies.db'}"
+    args = _args(tmp_path, storage, "--n-trials", "2", "--epochs", "3", "--pruner", "none")
+    process = cli_popen(args, cwd=tmp_path)
+    stopped = _wait_for_running_epoch(storage, "cnn-digits", process, epochs=1)
+    process.send_signal(sig)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == code, stderr
+    assert "Traceback" not in stderr
+
+    study = optuna.load_study(study_name="cnn-digits", storage=storage)
+    trial = study.trials[stopped]
+    assert trial.state == TrialState.FAIL and trial.user_attrs["fail_reason"] == "interrupted"
+    assert not study.get_trials(states=(TrialState.RUNNING,))
+    client, runs = _runs(tmp_path, "cnn-digits")
+    assert not [r for r in runs if r.info.status == "RUNNING"]
+    assert (tmp_path / "checkpoints" / "cnn-digits" / f"trial-{stopped}.pt").exists()
+
+    result = cli(args, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    study = optuna.load_study(study_name="cnn-digits", storage=storage)
+    assert len(study.get_trials(states=FINISHED)) == 2
+    assert any(t.user_attrs.get("resumed_from_trial") == stopped for t in study.trials)
+
+
+def test_worker_fails_fast_when_its_database_or_tracking_server_is_unreachable(cli, tmp_path):
+    unreachable = "postgresql+psycopg://postgres@127.0.0.1:1/nothing"
+    result = cli(["worker", "s", "--storage", unreachable], cwd=tmp_path,
+                 TUNELAB_CONNECT_ATTEMPTS="2")  # fmt: skip
+    assert result.returncode == 2
+    assert result.stderr.startswith("tunelab: error: cannot reach storage database")
+    assert result.stderr.count("\n") == 1
+
+    storage = f"sqlite:///{tmp_path / 'studies.db'}"
+    create = _args(tmp_path, storage, "--n-trials", "2")
+    create[0] = "create"
+    assert cli(create, cwd=tmp_path).returncode == 0
+    result = cli(["worker", "cnn-digits", "--storage", storage, "--tracking-uri",
+                  "http://127.0.0.1:1"], cwd=tmp_path, TUNELAB_CONNECT_ATTEMPTS="2")  # fmt: skip
+    assert result.returncode == 2
+    assert "cannot reach MLflow tracking server" in result.stderr
+    study = optuna.load_study(study_name="cnn-digits", storage=storage)
+    assert [t.state for t in study.trials] == [TrialState.WAITING]  # the enqueued defaults only
