@@ -6,11 +6,13 @@ Every user error ends as one line on stderr and exit code 2; Ctrl-C exits 130 an
 
 from __future__ import annotations
 
+import hashlib
 import inspect
 import json
 import logging
 import os
 import signal
+import socket
 import sys
 import typing
 import warnings
@@ -91,11 +93,14 @@ def create(*args, **kwargs) -> None:
     """Create a study without running trials, for `tunelab worker` (same options as run)."""
     options = {k: v for k, v in kwargs.items() if k not in ("task", "config")}
     spec = _spec(kwargs["task"], kwargs["config"], options)
-    from search.study import open_study, prepare
+    from search.study import attach_parent_run, open_study, prepare
 
-    study = open_study(prepare(spec))
-    print(f"study '{study.study_name}' ready in {spec.storage}: target {spec.n_trials} trials")
-    print(f"join it with: tunelab worker {study.study_name} --storage {spec.storage}")
+    prepared = prepare(spec)
+    study = open_study(prepared)
+    attach_parent_run(prepared, study)  # before workers start, so they all share it
+    storage = _shown(spec.storage)
+    print(f"study '{study.study_name}' ready in {storage}: target {spec.n_trials} trials")
+    print(f"join it with: tunelab worker {study.study_name} --storage {storage}")
 
 
 def _same_options_as(command):
@@ -136,7 +141,8 @@ def worker(
     from search.study import join_spec
 
     spec = join_spec(study, storage or _storage_default(), tracking_uri, device, quiet)
-    index = worker_index if worker_index is not None else os.getpid()
+    # Containers all have PID 1-ish: mix in the host name so scaled workers differ.
+    index = worker_index if worker_index is not None else _worker_seed_index()
     interruptible(lambda: _run_and_report(spec, worker_index=index))
 
 
@@ -187,9 +193,9 @@ def _summary(spec, study, finished: int | None) -> None:
     for name, value in info["params"].items():
         print(f"  {name} = {value}")
     print("see the results:")
-    print(f"  mlflow ui --backend-store-uri {spec.tracking_uri}   (then http://127.0.0.1:5000)"
+    print(f"  mlflow ui --backend-store-uri {_shown(spec.tracking_uri)}   (then http://127.0.0.1:5000)"
           if not spec.tracking_uri.startswith("http") else f"  {spec.tracking_uri}")  # fmt: skip
-    print(f"  optuna-dashboard {spec.storage}   (then http://127.0.0.1:8080)")
+    print(f"  optuna-dashboard {_shown(spec.storage)}   (then http://127.0.0.1:8080)")
 
 
 @app.command()
@@ -237,6 +243,21 @@ def best(
 
 
 register_analysis(app)  # report, dashboard, ui, evaluate
+
+
+def _worker_seed_index() -> int:
+    digest = hashlib.sha256(f"{socket.gethostname()}:{os.getpid()}".encode()).hexdigest()
+    return int(digest[:8], 16)
+
+
+def _shown(url: str) -> str:
+    """A URL safe to print: no password (it would end up in container logs)."""
+    from sqlalchemy.engine import make_url
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # not a database URL (e.g. http://): print as given
+        return url
 
 
 def _say(text: str, quiet: bool) -> None:

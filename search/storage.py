@@ -61,7 +61,8 @@ def check_database(url_text: str, what: str = "storage") -> None:
             pass
     except Exception as exc:  # driver errors differ per database; the first line says enough
         reason = str(getattr(exc, "orig", exc)).strip().splitlines()[0][:200]
-        raise SpecError(f"cannot reach {what} database '{url_text}': {reason}") from None
+        shown = url.render_as_string(hide_password=True)
+        raise SpecError(f"cannot reach {what} database '{shown}': {reason}") from None
     finally:
         engine.dispose()
 

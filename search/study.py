@@ -147,7 +147,7 @@ def open_study(
     study = optuna.create_study(
         study_name=spec.name,
         storage=storage,
-        sampler=make_sampler(spec.sampler, spec.seed + 7919 * worker_index),
+        sampler=make_sampler(spec.sampler, (spec.seed + 7919 * worker_index) % 2**32),
         pruner=make_pruner(spec.pruner, spec.epochs),
         direction=task.direction,
         load_if_exists=True,

@@ -1,0 +1,500 @@
+"""docker-compose.yml: valid Compose, safe by construction, and every service's own command
+working as a local process against the local PostgreSQL (no Docker engine needed).
+
+The commands are taken from the file itself, after Compose's variable interpolation with
+values that point at local servers, so what runs here is what the containers run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import shlex
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import optuna
+import pytest
+import yaml
+from mlflow import MlflowClient
+from optuna.trial import TrialState
+
+REPO = Path(__file__).resolve().parents[2]
+COMPOSE_FILE = REPO / "docker-compose.yml"
+ENV_EXAMPLE = REPO / ".env.example"
+SCHEMA_FILE = Path(__file__).with_name("compose-spec.json")
+"""A vendored copy of the Compose specification's JSON schema."""
+VENV_BIN = Path(sys.executable).parent
+PG_ADMIN_URL = os.environ.get("TUNELAB_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432")
+OUR_IMAGE_SERVICES = ("init", "mlflow", "create", "worker", "worker-gpu", "dashboard")
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+RUN_STATUS = {TrialState.COMPLETE: "FINISHED", TrialState.PRUNED: "KILLED"}
+
+
+# -- Compose's variable interpolation -------------------------------------------------------
+
+_REFERENCE = re.compile(
+    r"\$(?:(?P<escaped>\$)"
+    r"|\{(?P<braced>[A-Za-z_][A-Za-z0-9_]*)(?:(?P<op>:?[-?+])(?P<arg>[^}]*))?\}"
+    r"|(?P<named>[A-Za-z_][A-Za-z0-9_]*))"
+)
+
+
+class InterpolationError(ValueError):
+    """A required variable (${NAME:?message} or ${NAME?message}) is missing."""
+
+
+def interpolate(value: Any, variables: Mapping[str, str]) -> Any:
+    """Compose's interpolation on every string of a loaded file: $$, $NAME, ${NAME},
+    ${NAME:-default}, ${NAME-default}, ${NAME:?error}, ${NAME?error}, ${NAME:+alt}, ${NAME+alt}.
+    The forms with a colon treat an empty value as unset."""
+    if isinstance(value, dict):
+        return {key: interpolate(item, variables) for key, item in value.items()}
+    if isinstance(value, list):
+        return [interpolate(item, variables) for item in value]
+    if not isinstance(value, str):
+        return value
+
+    def replace(match: re.Match) -> str:
+        if match["escaped"]:
+            return "$"
+        name, op, arg = match["braced"] or match["named"], match["op"], match["arg"]
+        current = variables.get(name)
+        present = bool(current) if op and op.startswith(":") else current is not None
+        if op is None:
+            return current or ""
+        if op.endswith("-"):
+            return current if present else arg
+        if op.endswith("?"):
+            if not present:
+                raise InterpolationError(f"{name}: {arg}")
+            return current
+        return arg if present else ""  # "+"
+
+    return _REFERENCE.sub(replace, value)
+
+
+def read_env_file(path: Path) -> dict[str, str]:
+    """KEY=VALUE lines of a .env file (comments and blank lines skipped)."""
+    values = {}
+    for line in path.read_text().splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            key, _, value = line.partition("=")
+            values[key.strip()] = value.strip()
+    return values
+
+
+def load_compose(variables: Mapping[str, str] | None = None) -> dict:
+    """The compose file as loaded (anchors and merge keys resolved), interpolated if asked."""
+    model = yaml.safe_load(COMPOSE_FILE.read_text())
+    return model if variables is None else interpolate(model, variables)
+
+
+def service_argv(service: Mapping[str, Any]) -> list[str]:
+    parts = []
+    for key in ("entrypoint", "command"):
+        value = service.get(key) or []
+        parts += shlex.split(value) if isinstance(value, str) else [str(v) for v in value]
+    return parts
+
+
+def service_environment(service: Mapping[str, Any]) -> dict[str, str]:
+    environment = service.get("environment") or {}
+    if isinstance(environment, list):
+        environment = dict(item.partition("=")[::2] for item in environment)
+    return {key: "" if value is None else str(value) for key, value in environment.items()}
+
+
+def healthcheck_argv(service: Mapping[str, Any]) -> list[str]:
+    test = service["healthcheck"]["test"]
+    if isinstance(test, str):
+        return ["sh", "-c", test]
+    if test[0] == "CMD-SHELL":
+        return ["sh", "-c", test[1]]
+    assert test[0] == "CMD", test
+    return list(test[1:])
+
+
+def test_interpolate_follows_compose_rules():
+    env = {"SET": "x", "EMPTY": ""}
+    cases = {
+        "${SET}": "x", "$SET/$$SET": "x/$SET", "${UNSET}": "", "${UNSET:-d}": "d",
+        "${EMPTY:-d}": "d", "${EMPTY-d}": "", "${SET:+alt}": "alt", "${EMPTY:+alt}": "",
+        "${EMPTY+alt}": "alt", "a${SET:-d}b${UNSET-c}": "axbc", "${SET:?msg}": "x",
+    }  # fmt: skip
+    assert {text: interpolate(text, env) for text in cases} == cases
+    for required in ("${UNSET:?set it}", "${EMPTY:?set it}", "${UNSET?set it}"):
+        with pytest.raises(InterpolationError, match="set it"):
+            interpolate({"k": [required]}, env)
+
+
+# -- (a) the file itself -------------------------------------------------------------------
+
+
+def test_compose_file_is_valid_under_the_compose_specification():
+    validator = jsonschema.Draft7Validator(json.loads(SCHEMA_FILE.read_text()))
+    example = read_env_file(ENV_EXAMPLE)
+    for model in (load_compose(), load_compose(example)):
+        errors = [f"{e.json_path}: {e.message}" for e in validator.iter_errors(model)]
+        assert not errors, "\n".join(errors)
+    services = load_compose(example)["services"]
+    assert set(OUR_IMAGE_SERVICES) | {"postgres"} <= set(services)
+
+
+def test_every_required_variable_is_in_env_example():
+    """Each ${VAR} without a default must be set in .env.example (with no real secret)."""
+    text = COMPOSE_FILE.read_text()
+    example = read_env_file(ENV_EXAMPLE)
+    required = {
+        m["braced"] or m["named"]
+        for m in _REFERENCE.finditer(text)
+        if not m["escaped"] and (m["op"] is None or m["op"].endswith("?"))
+    }
+    assert required and required <= set(example), required - set(example)
+    assert example["POSTGRES_PASSWORD"] == "change-me"
+    assert example["MLFLOW_DISABLE_TELEMETRY"] == "true"
+    for name in ("POSTGRES_USER", "TUNELAB_TASK", "TUNELAB_DATASET", "TUNELAB_STUDY",
+                 "TUNELAB_TRIALS", "TUNELAB_EPOCHS"):  # fmt: skip
+        assert name in example
+    with pytest.raises(InterpolationError, match="POSTGRES_PASSWORD"):
+        load_compose({})  # no .env: compose refuses instead of using an empty password
+
+
+def test_ports_bind_loopback_and_no_password_is_written_out():
+    model = load_compose(read_env_file(ENV_EXAMPLE))
+    published = 0
+    for name, service in model["services"].items():
+        for port in service.get("ports", []):
+            host_ip = port.get("host_ip") if isinstance(port, dict) else port.rsplit(":", 2)[0]
+            assert host_ip == "127.0.0.1", f"{name} publishes {port} beyond this machine"
+            published += 1
+    assert published >= 2
+    raw = load_compose()
+    for name, service in raw["services"].items():
+        for key, value in service_environment(service).items():
+            if re.search("PASSWORD|SECRET|TOKEN", key):
+                assert re.fullmatch(r"\$\{\w+(:?[-?][^}]*)?\}", value), (name, key, value)
+    # Credentials inside URLs are interpolated, never literal.
+    for password in re.findall(r"://[^/\s:@\"]+:([^@\s\"]+)@", COMPOSE_FILE.read_text()):
+        assert password.startswith("${") and password.endswith("}"), password
+
+
+def test_gpu_worker_volumes_and_telemetry():
+    model = load_compose(read_env_file(ENV_EXAMPLE))
+    services = model["services"]
+    gpu = services["worker-gpu"]
+    assert gpu["profiles"] == ["gpu"] and "profiles" not in services["worker"]
+    (device,) = gpu["deploy"]["resources"]["reservations"]["devices"]
+    assert device["driver"] == "nvidia" and "gpu" in device["capabilities"]
+    assert gpu["build"]["args"]["VARIANT"] == "gpu"
+    assert service_argv(gpu) == service_argv(services["worker"])
+    assert services["worker"]["restart"] == "on-failure"
+    assert services["worker"]["stop_grace_period"]
+
+    named = set(model["volumes"])
+    for name, service in services.items():
+        for volume in service.get("volumes", []):
+            source = volume.get("source") if isinstance(volume, dict) else volume.split(":")[0]
+            assert source in named, f"{name}: volume {volume} is not a named volume"
+    assert services["postgres"]["volumes"] and services["mlflow"]["volumes"]
+
+    for name in OUR_IMAGE_SERVICES:
+        assert service_environment(services[name])["MLFLOW_DISABLE_TELEMETRY"] == "true", name
+    mlflow = services["mlflow"]
+    assert service_environment(mlflow)["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] == "false"
+    argv = service_argv(mlflow)
+    assert argv[argv.index("--workers") + 1] == "1"
+    assert "pg_isready" in healthcheck_argv(services["postgres"])
+
+
+def test_image_files_keep_secrets_out_and_choose_torch_by_build_argument():
+    ignored = set((REPO / ".dockerignore").read_text().split())
+    assert {".env", ".venv", ".git", "mlruns", "studies.db*", "data", "checkpoints"} <= ignored
+    dockerfile = (REPO / "Dockerfile").read_text()
+    assert "python:3.11-slim" in dockerfile
+    assert re.search(r"^ARG TORCH_INDEX_URL=$", dockerfile, re.MULTILINE)
+    assert re.search(r"^ARG VARIANT=cpu$", dockerfile, re.MULTILINE)
+    assert re.search(r"^USER \w+", dockerfile, re.MULTILINE), "the image runs as root"
+
+
+def test_default_study_config_is_a_valid_tunelab_config():
+    from search.config import load_config_file
+
+    assert isinstance(load_config_file(REPO / "docker" / "study.yaml"), dict)
+
+
+def _create_databases(**env: str) -> subprocess.CompletedProcess:
+    """The init service's script as a local process, with only the given URL variables."""
+    urls = ("TUNELAB_STORAGE", "MLFLOW_BACKEND_STORE_URI")
+    inherited = {k: v for k, v in os.environ.items() if k not in urls}
+    script = REPO / "docker" / "create_databases.py"
+    return subprocess.run([sys.executable, str(script)], env={**inherited, **env},
+                          capture_output=True, text=True, timeout=60)  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "env",
+    [{}, {"TUNELAB_STORAGE": "sqlite:///studies.db"}, {"MLFLOW_BACKEND_STORE_URI": "not a url"}],
+)
+def test_init_script_refuses_bad_input_in_one_line(env):
+    result = _create_databases(**env)
+    assert result.returncode == 2 and result.stdout == ""
+    assert len(result.stderr.splitlines()) == 1 and "error" in result.stderr
+
+
+def test_init_script_gives_up_on_an_unreachable_server():
+    url = f"postgresql+psycopg://postgres:secret-{uuid.uuid4().hex}@127.0.0.1:{_free_port()}/x"
+    result = _create_databases(TUNELAB_STORAGE=url, TUNELAB_DB_WAIT="0")
+    assert result.returncode == 1
+    assert result.stderr.splitlines()[-1].startswith("create_databases: error: database 'x'")
+    assert "secret-" not in result.stdout + result.stderr
+
+
+# -- (b) every service's command as a local process ---------------------------------------
+
+SMALL_CONFIG = """\
+sampler: random
+pruner: none
+params:
+  base_width: 8
+  fc_width: 32
+  convs_per_block: 1
+"""
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _get(url: str, host: str | None = None, timeout: float = 5) -> tuple[int, bytes]:
+    request = urllib.request.Request(url, headers={"Host": host} if host else {})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read()
+
+
+class LocalServices:
+    """Runs compose services' commands as local processes, each in its own process group,
+    with its output in <logs>/<name>.log."""
+
+    def __init__(self, model: dict, cwd: Path, logs: Path) -> None:
+        self.services = model["services"]
+        self.cwd, self.logs = cwd, logs
+        self.processes: dict[str, subprocess.Popen] = {}
+        logs.mkdir(parents=True, exist_ok=True)
+
+    def env(self, name: str) -> dict[str, str]:
+        local = ("TUNELAB_STORAGE", "MLFLOW_TRACKING", "MLFLOW_BACKEND")  # the file's, not ours
+        env = {k: v for k, v in os.environ.items() if not k.startswith(local)}
+        env["PATH"] = f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}"  # as the image's venv
+        env["PYTHONUNBUFFERED"] = "1"
+        env.update(service_environment(self.services[name]))
+        return env
+
+    def run(self, name: str, timeout: float = 300) -> subprocess.CompletedProcess:
+        return subprocess.run(service_argv(self.services[name]), cwd=self.cwd, env=self.env(name),
+                              capture_output=True, text=True, timeout=timeout)  # fmt: skip
+
+    def start(self, name: str, label: str | None = None) -> subprocess.Popen:
+        label = label or name
+        with open(self.logs / f"{label}.log", "wb") as log:
+            process = subprocess.Popen(
+                service_argv(self.services[name]), cwd=self.cwd, env=self.env(name),
+                stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            )  # fmt: skip
+        self.processes[label] = process
+        return process
+
+    def healthy(self, name: str, extra_env: Mapping[str, str] | None = None) -> bool:
+        env = {**self.env(name), **(extra_env or {})}
+        check = subprocess.run(healthcheck_argv(self.services[name]), cwd=self.cwd, env=env,
+                               capture_output=True, timeout=30)  # fmt: skip
+        return check.returncode == 0
+
+    def wait_healthy(self, name: str, timeout: float = 120) -> None:
+        deadline = time.monotonic() + timeout
+        while not self.healthy(name):
+            assert self.processes[name].poll() is None, f"{name} exited:\n{self.log(name)}"
+            assert time.monotonic() < deadline, f"{name} not healthy:\n{self.log(name)}"
+            time.sleep(1)
+
+    def log(self, label: str, tail: int | None = 4000) -> str:
+        path = self.logs / f"{label}.log"
+        text = path.read_text(errors="replace") if path.exists() else ""
+        return text[-tail:] if tail else text
+
+    def stop_all(self) -> None:
+        for process in self.processes.values():
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGTERM)
+        deadline = time.monotonic() + 15
+        for process in self.processes.values():
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                process.wait(timeout=max(0.1, deadline - time.monotonic()))
+            with contextlib.suppress(ProcessLookupError):  # the group: server workers too
+                os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+
+def _local_variables(tmp_path: Path, suffix: str) -> dict[str, str]:
+    """Values for the compose file's variables that point every service at this machine."""
+    from sqlalchemy.engine import make_url
+
+    admin = make_url(PG_ADMIN_URL)
+    config = tmp_path / "small.yaml"
+    config.write_text(SMALL_CONFIG)
+    return {
+        "POSTGRES_USER": admin.username or "postgres",
+        "POSTGRES_PASSWORD": admin.password or f"unused-by-trust-auth-{suffix}",
+        "POSTGRES_HOST": admin.host or "127.0.0.1",
+        "POSTGRES_PORT": str(admin.port or 5432),
+        "OPTUNA_DB": f"tunelab_compose_optuna_{suffix}",
+        "MLFLOW_DB": f"tunelab_compose_mlflow_{suffix}",
+        "MLFLOW_HOST": "127.0.0.1",
+        "MLFLOW_SERVICE_HOST": "127.0.0.1",
+        "MLFLOW_PORT": str(_free_port()),
+        "MLFLOW_ARTIFACTS": str(tmp_path / "mlartifacts"),
+        "DASHBOARD_HOST": "127.0.0.1",
+        "DASHBOARD_PORT": str(_free_port()),
+        "TUNELAB_TASK": "cnn",
+        "TUNELAB_DATASET": "digits",
+        "TUNELAB_STUDY": "compose-e2e",
+        "TUNELAB_TRIALS": "4",
+        "TUNELAB_EPOCHS": "2",
+        "TUNELAB_CONFIG": str(config),
+        "MLFLOW_DISABLE_TELEMETRY": "true",
+    }
+
+
+def _wait_for_dashboard(base: str, study_name: str, services: LocalServices) -> dict:
+    deadline = time.monotonic() + 90
+    while True:
+        assert services.processes["dashboard"].poll() is None, services.log("dashboard")
+        try:
+            status, body = _get(f"{base}/api/studies")
+            if status == 200:
+                studies = json.loads(body)["study_summaries"]
+                match = [s for s in studies if s["study_name"] == study_name]
+                if match:
+                    return match[0]
+        except (urllib.error.URLError, OSError):
+            pass
+        assert time.monotonic() < deadline, f"no answer:\n{services.log('dashboard')}"
+        time.sleep(1)
+
+
+def _parent_runs(client, experiment) -> list:
+    return client.search_runs(
+        [experiment.experiment_id], filter_string="tags.`tunelab.role` = 'study'"
+    )
+
+
+@pytest.mark.e2e
+def test_every_service_command_runs_locally_against_postgres(postgres, tmp_path):
+    values = _local_variables(tmp_path, uuid.uuid4().hex[:10])
+    postgres.created += [values["OPTUNA_DB"], values["MLFLOW_DB"]]  # dropped at session end
+    model = load_compose(values)
+    study_name = values["TUNELAB_STUDY"]
+    tracking_uri = f"http://127.0.0.1:{values['MLFLOW_PORT']}"
+    storage = service_environment(model["services"]["init"])["TUNELAB_STORAGE"]  # the file's URL
+    app = tmp_path / "app"  # the image's working directory: the project's docker/ folder in it
+    app.mkdir()
+    (app / "docker").symlink_to(REPO / "docker")
+    services = LocalServices(model, app, tmp_path / "logs")
+    try:
+        assert services.healthy("postgres", {"PGPORT": values["POSTGRES_PORT"]})
+
+        for attempt in ("creates", "finds"):  # init is idempotent
+            init = services.run("init", timeout=120)
+            assert init.returncode == 0, init.stderr
+            assert init.stdout.count("created" if attempt == "creates" else "exists") == 2
+
+        services.start("mlflow")
+        services.wait_healthy("mlflow")
+        # The workers address the server by its service name; a stranger is still refused.
+        port = values["MLFLOW_PORT"]
+        search = f"{tracking_uri}/api/2.0/mlflow/experiments/search?max_results=1"
+        assert _get(search, host=f"mlflow:{port}")[0] == 200
+        assert _get(search, host=f"attacker.example:{port}")[0] == 403
+
+        for _ in range(2):  # create is idempotent
+            create = services.run("create", timeout=300)
+            assert create.returncode == 0, create.stderr
+        study = optuna.load_study(study_name=study_name, storage=storage)
+        assert study.user_attrs["tunelab.spec"] and len(study.trials) == 1  # the default trial
+        client = MlflowClient(tracking_uri)  # everything read back through the server
+        experiment = client.get_experiment_by_name(study_name)
+        # create makes the parent run, so workers starting together cannot make one each.
+        parents_after_create = 0 if experiment is None else len(_parent_runs(client, experiment))
+
+        started = time.monotonic()
+        workers = [services.start("worker", label=f"worker-{i}") for i in range(2)]
+        services.start("dashboard")
+        services.wait_healthy("dashboard", timeout=90)
+        dashboard = f"http://127.0.0.1:{values['DASHBOARD_PORT']}"
+        summary = _wait_for_dashboard(dashboard, study_name, services)
+        for index, worker in enumerate(workers):
+            try:
+                code = worker.wait(timeout=400)
+            except subprocess.TimeoutExpired:
+                pytest.fail(f"worker-{index} still running:\n{services.log(f'worker-{index}')}")
+            assert code == 0, services.log(f"worker-{index}")
+        print(f"two workers reached the target in {time.monotonic() - started:.1f} s")
+
+        study = optuna.load_study(study_name=study_name, storage=storage)
+        trials = study.get_trials()
+        finished = [t for t in trials if t.state in FINISHED]
+        assert len(finished) >= int(values["TUNELAB_TRIALS"])
+        assert sorted(t.number for t in trials) == list(range(len(trials)))
+
+        status, body = _get(f"{dashboard}/api/studies/{summary['study_id']}")
+        assert status == 200
+        detail = json.loads(body)
+        assert detail["name"] == study_name and len(detail["trials"]) == len(trials)
+
+        experiment = client.get_experiment_by_name(study_name)
+        runs = client.search_runs([experiment.experiment_id], max_results=1000)
+        parents = _parent_runs(client, experiment)
+        assert len(parents) == 1, [r.info.run_name for r in parents]
+        assert parents[0].info.status == "FINISHED"
+        children = {
+            r.info.run_id: r
+            for r in runs
+            if r.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id
+        }
+        numbers = [r.data.tags["optuna.trial_number"] for r in children.values()]
+        assert len(numbers) == len(set(numbers)) == len(trials)
+        for trial in finished:
+            run = children[trial.user_attrs["mlflow_run_id"]]
+            assert run.info.status == RUN_STATUS[trial.state]
+        complete = next(t for t in finished if t.state == TrialState.COMPLETE)
+        artifacts = client.list_artifacts(complete.user_attrs["mlflow_run_id"])
+        assert artifacts, "no artifact reached the server"
+        served = [p for p in (tmp_path / "mlartifacts").rglob("*") if p.is_file()]
+        assert served, "the server stored no artifact in its --artifacts-destination"
+
+        assert parents_after_create == 1, "tunelab create made no MLflow parent run"
+        password = values["POSTGRES_PASSWORD"]
+        outputs = {"init": init.stdout + init.stderr, "create": create.stdout + create.stderr}
+        outputs.update({label: services.log(label, tail=None) for label in services.processes})
+        leaks = sorted(label for label, text in outputs.items() if password in text)
+        assert not leaks, f"the database password is printed by: {', '.join(leaks)}"
+    finally:
+        services.stop_all()
