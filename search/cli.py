@@ -81,6 +81,8 @@ def run(
     heartbeat_interval: Annotated[int | None, typer.Option(help="Seconds between trial heartbeats [10].")] = None,
     grace_period: Annotated[int | None, typer.Option(help="Seconds without heartbeat before a trial is retried [30].")] = None,
     workers: Annotated[int | None, typer.Option(help="Worker processes on this machine [1; one per GPU when there are several].")] = None,
+    feature_space: Annotated[str | None, typer.Option(help="gan: fd_classifier, fid_inception or auto [auto: Inception on a GPU with weights].")] = None,
+    inception_weights: Annotated[str | None, typer.Option(help="gan: local Inception-v3 FID weights [$TUNELAB_INCEPTION_WEIGHTS].")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress display.")] = False,
 ) -> None:  # fmt: skip
     """Create or resume a study and run it to its target number of finished trials."""
@@ -120,6 +122,16 @@ def _spec(task: str, config: str | None, options: dict):
     from search.config import build_spec
 
     options["quiet"] = options.get("quiet") or None
+    # Task settings that are not searched travel in task_options (also settable in --config).
+    task_options = {
+        name: options.pop(name)
+        for name in ("feature_space", "inception_weights")
+        if options.get(name) is not None
+    }
+    options.pop("feature_space", None)
+    options.pop("inception_weights", None)
+    if task_options:
+        options["task_options"] = task_options
     if options.get("workers") is None:
         from search.workers import default_workers
 

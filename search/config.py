@@ -211,7 +211,10 @@ def build_spec(task: str, config_file: str | None, cli: Mapping[str, Any]) -> St
         values["tracking_uri"] = os.environ["MLFLOW_TRACKING_URI"]
     if config_file:
         values.update(load_config_file(config_file))
-    values.update({k: v for k, v in cli.items() if v is not None})
+    cli = {k: v for k, v in cli.items() if v is not None}
+    if "task_options" in cli:  # flags refine the file's task options rather than replace them
+        cli["task_options"] = {**values.get("task_options", {}), **cli["task_options"]}
+    values.update(cli)
     try:
         spec = StudySpec(task=task, **values)
     except TypeError as exc:  # a wrongly typed option from the file
