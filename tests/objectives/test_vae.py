@@ -1,0 +1,205 @@
+"""Task `vae` through the shared trial loop on the 8x8 digits: metrics, bounds and artifacts."""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import json
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import optuna
+import pytest
+import torch
+from PIL import Image
+
+import objectives.vae as vae_module
+from objectives.base import EpochContext
+from objectives.data import DataSpec, Split, load_data
+from objectives.runner import LoopConfig, Objective
+from objectives.tasks import get_task
+from objectives.vae import VAEHParams, VAEOptions, VAETask, evaluate_elbo, iwae_bound, kl_weight
+
+EPOCH_METRICS = (
+    "train_loss",
+    "train_elbo",
+    "train_recon",
+    "train_kl",
+    "val_elbo",
+    "val_recon",
+    "val_kl",
+    "val_bits_per_dim",
+)
+ARTIFACTS = ("reconstructions.png", "prior_samples.png", "interpolations_linear.png")
+TINY = {"base_width": 8, "fc_width": 0}
+"""Search-space narrowing that keeps the tests fast (fixed values, not sampled)."""
+
+
+class RecordingRecorder:
+    """Keeps everything the loop sends it."""
+
+    def __init__(self) -> None:
+        self.params: dict[str, Any] = {}
+        self.metrics: list[tuple[int | None, dict[str, float]]] = []
+        self.artifacts: dict[str, bytes] = {}
+        self.tags: dict[str, str] = {}
+        self.status: str | None = None
+
+    def log_params(self, params: Mapping[str, Any]) -> None:
+        self.params.update(params)
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
+        self.metrics.append((step, dict(metrics)))
+
+    def log_artifacts(self, files: Mapping[str, bytes]) -> None:
+        self.artifacts.update(files)
+
+    def set_tags(self, tags: Mapping[str, str]) -> None:
+        self.tags.update(tags)
+
+    def end(self, status: str, reason: str | None = None) -> None:
+        self.status = status
+
+    def epochs(self) -> dict[int, dict[str, float]]:
+        """Per-epoch metrics by step (the final summary is logged separately)."""
+        return {s: m for s, m in self.metrics if "val_elbo" in m}
+
+    def final(self) -> dict[str, float]:
+        return next(m for _, m in self.metrics if "best_val_elbo" in m)
+
+
+@pytest.fixture(scope="module")
+def data():
+    return load_data(DataSpec("digits"))
+
+
+def run_trial(data, task: VAETask | None = None) -> tuple[float, RecordingRecorder]:
+    task = task or VAETask()
+    space = task.search_space().narrowed(TINY)
+    recorder = RecordingRecorder()
+    objective = Objective(
+        task,
+        data,
+        space,
+        LoopConfig(max_epochs=2, patience=3),
+        recorder_factory=lambda trial: recorder,
+    )
+    value = objective(optuna.trial.FixedTrial(space.default_trial_params()))
+    return value, recorder
+
+
+@pytest.fixture(scope="module")
+def trial(data):
+    return run_trial(data)
+
+
+def test_trial_logs_every_metric_at_every_epoch(trial, data) -> None:
+    value, recorder = trial
+    assert recorder.status == "FINISHED"
+    assert math.isfinite(value)
+    assert recorder.params["base_width"] == 8
+    epochs = recorder.epochs()
+    assert list(epochs) == [1, 2]
+    dims = data.channels * data.image_size[0] * data.image_size[1]
+    for metrics in epochs.values():
+        assert set(EPOCH_METRICS) <= set(metrics)
+        assert all(math.isfinite(metrics[name]) for name in EPOCH_METRICS)
+        assert metrics["val_elbo"] == pytest.approx(-(metrics["val_recon"] + metrics["val_kl"]))
+        assert metrics["val_bits_per_dim"] == pytest.approx(
+            -metrics["val_elbo"] / (dims * math.log(2))
+        )
+        assert metrics["val_kl"] >= 0 and metrics["val_recon"] > 0
+        # beta = 1, no warm-up by default: the training loss is the negative ELBO
+        assert metrics["train_loss"] == pytest.approx(-metrics["train_elbo"], rel=1e-5)
+    assert value == max(m["val_elbo"] for m in epochs.values())
+
+
+def test_final_iwae_bound_is_at_least_the_elbo(trial) -> None:
+    value, recorder = trial
+    final = recorder.final()
+    assert final["best_val_elbo"] == value
+    assert final["iwae_k"] == 64
+    assert math.isfinite(final["val_iwae_k"])
+    # A tighter bound than the one-sample ELBO, up to the ELBO estimate's noise.
+    assert final["val_iwae_k"] >= value - 0.5
+
+
+def test_artifacts_are_decodable_pngs(trial, data) -> None:
+    _, recorder = trial
+    assert {*ARTIFACTS, "config.json", "checkpoint/best.pt"} <= set(recorder.artifacts)
+    sizes = {}
+    for name in ARTIFACTS:
+        image = Image.open(io.BytesIO(recorder.artifacts[name]))
+        image.load()
+        assert image.format == "PNG"
+        sizes[name] = image.size
+    # 8 columns of enlarged 8x8 digits, 8 rows (4 of originals, 4 of reconstructions)
+    width, height = sizes["reconstructions.png"]
+    assert width == height > 8 * 8
+    # one row per pair: 2 originals + 10 interpolated points
+    width, height = sizes["interpolations_linear.png"]
+    assert width / height == pytest.approx(12 / 8, rel=0.05)
+    assert json.loads(recorder.artifacts["config.json"])["beta"] == 1.0
+
+
+def test_trials_are_reproducible(trial, data) -> None:
+    value, recorder = trial
+    again, recorder_again = run_trial(data)
+    assert again == value
+    assert recorder_again.epochs() == recorder.epochs()
+
+
+def test_objective_does_not_depend_on_beta_or_warm_up(data) -> None:
+    task = VAETask()
+    hp = VAEHParams(base_width=8, latent_dim=4)
+    parts = task.build(hp, data, torch.device("cpu"), max_epochs=1)
+    ctx = EpochContext(epoch=1, max_epochs=1, generator=torch.Generator().manual_seed(0))
+    task.train_epoch(parts, hp, data, ctx)
+    other = dataclasses.replace(hp, beta=3.0, kl_warmup_epochs=5)
+    assert task.evaluate(parts, hp, data, ctx) == task.evaluate(parts, other, data, ctx)
+
+
+def test_beta_and_warm_up_weight_the_training_kl() -> None:
+    hp = VAEHParams(beta=2.0, kl_warmup_epochs=4)
+    assert kl_weight(hp, epoch=1, step=10, steps_per_epoch=10) == pytest.approx(0.5)
+    assert kl_weight(hp, epoch=3, step=5, steps_per_epoch=10) == pytest.approx(2.0 * 2.5 / 4)
+    assert kl_weight(hp, epoch=9, step=1, steps_per_epoch=10) == 2.0
+    assert kl_weight(dataclasses.replace(hp, kl_warmup_epochs=0), 1, 1, 10) == 2.0
+
+
+def test_train_loss_uses_the_weighted_kl(data) -> None:
+    task = VAETask()
+    hp = VAEHParams(base_width=8, latent_dim=4, beta=0.5)
+    parts = task.build(hp, data, torch.device("cpu"), max_epochs=1)
+    ctx = EpochContext(epoch=1, max_epochs=1, generator=torch.Generator().manual_seed(0))
+    metrics = task.train_epoch(parts, hp, data, ctx)
+    expected = metrics["train_recon"] + 0.5 * metrics["train_kl"]
+    assert metrics["train_loss"] == pytest.approx(expected, rel=1e-4)
+    assert metrics["train_kl_weight"] == 0.5
+
+
+def test_iwae_in_small_chunks_tightens_the_k1_bound(data, monkeypatch) -> None:
+    task = VAETask()
+    hp = VAEHParams(base_width=8, latent_dim=4)
+    parts = task.build(hp, data, torch.device("cpu"), max_epochs=1)
+    ctx = EpochContext(epoch=1, max_epochs=1, generator=torch.Generator().manual_seed(0))
+    task.train_epoch(parts, hp, data, ctx)
+    model = parts.modules["model"]
+    elbo = evaluate_elbo(model, data.val)["elbo"]
+    k1 = iwae_bound(model, data.val, 1, torch.Generator().manual_seed(1))
+    assert k1 == pytest.approx(elbo, abs=1.0)  # k = 1 is the ELBO (other noise draws)
+    monkeypatch.setattr(vae_module, "IWAE_CHUNK", 8)  # fewer samples per pass than k
+    few = Split(data.val.x[:24], data.val.y[:24])
+    k1 = iwae_bound(model, few, 1, torch.Generator().manual_seed(1))
+    k20 = iwae_bound(model, few, 20, torch.Generator().manual_seed(1))
+    assert math.isfinite(k20) and k20 > k1
+
+
+def test_registered_with_options() -> None:
+    assert get_task("vae").options == VAEOptions()
+    assert get_task("vae", {"iwae_k": 8}).options.iwae_k == 8
+    with pytest.raises(ValueError, match="iwae_k"):
+        get_task("vae", {"iwae_k": 0})
+    with pytest.raises(ValueError, match="unknown option"):
+        get_task("vae", {"k": 8})
