@@ -1,0 +1,236 @@
+"""Analysis commands: `report`, `dashboard`, `ui` and `evaluate`, added to the `tunelab` app.
+
+`search.cli` calls `register(app)`; every command imports its machinery only when it runs.
+The two servers bind 127.0.0.1 unless told otherwise, print their URL and run until Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from search.config import DEFAULT_STORAGE, DEFAULT_TRACKING_URI, SpecError
+
+LOCALHOST = "127.0.0.1"
+STOP_TIMEOUT_S = 10
+"""How long a stopped server may take to exit before it is killed."""
+
+StorageOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--storage", help=f"Optuna storage URL [default: $TUNELAB_STORAGE or {DEFAULT_STORAGE}]"
+    ),
+]
+StoredTrackingOpt = Annotated[
+    str | None,
+    typer.Option("--tracking-uri", help="MLflow tracking URI [default: the study's own]."),
+]
+HostOpt = Annotated[str, typer.Option("--host", help="Interface to bind (0.0.0.0 = every one).")]
+
+
+DashboardPortOpt = Annotated[int, typer.Option("--port", min=1, max=65535, help="Port [8080].")]
+UiPortOpt = Annotated[int, typer.Option("--port", min=1, max=65535, help="Port [5000].")]
+
+
+def register(app: typer.Typer) -> None:
+    """Add the analysis commands to the `tunelab` app."""
+    app.command()(report)
+    app.command()(dashboard)
+    app.command()(ui)
+    app.command()(evaluate)
+
+
+def _storage(storage: str | None) -> str:
+    return storage or os.environ.get("TUNELAB_STORAGE") or DEFAULT_STORAGE
+
+
+# -- report and evaluate ---------------------------------------------------------------------
+
+
+def report(
+    study: Annotated[str, typer.Argument(help="Study name.")],
+    storage: StorageOpt = None,
+    out: Annotated[str | None, typer.Option("--out", help="Output folder [reports/STUDY].")] = None,
+    tracking_uri: StoredTrackingOpt = None,
+    mlflow: Annotated[bool, typer.Option("--mlflow/--no-mlflow",
+                      help="Log the report to the study's MLflow parent run.")] = True,
+) -> None:  # fmt: skip
+    """Write an HTML report of a study (figures, importances, pruning) and log it to MLflow."""
+    from search.report import REPORT_ARTIFACT_DIR, make_report
+
+    files, run_id = make_report(study, _storage(storage), out, tracking_uri, mlflow)
+    print(f"report: {files.html}")
+    for warning in files.edge_warnings:
+        print(f"{'note' if warning.at_floor else 'warning'}: {warning.message()}")
+    if run_id:
+        print(f"logged to MLflow run {run_id} (artifacts {REPORT_ARTIFACT_DIR}/)")
+
+
+def evaluate(
+    study: Annotated[str, typer.Argument(help="Study name.")],
+    seeds: Annotated[int, typer.Option("--seeds", min=1, help="Retrainings, each scored once "
+                                       "on the test split [3].")] = 3,
+    storage: StorageOpt = None,
+    tracking_uri: StoredTrackingOpt = None,
+    device: Annotated[str | None, typer.Option("--device",
+                      help="auto, cpu, cuda or mps [the study's].")] = None,
+) -> None:  # fmt: skip
+    """Retrain the best configuration on train + validation and score the test split once."""
+    from rich.console import Console
+
+    from search.cli import interruptible
+    from search.evaluate import EvaluationConfig, evaluate_study, summary_table
+
+    config = EvaluationConfig(study=study, storage=_storage(storage), seeds=seeds,
+                              tracking_uri=tracking_uri, device=device)  # fmt: skip
+    result = interruptible(lambda: evaluate_study(config, say=_say))
+    console = Console()
+    if not console.is_terminal:  # piped: don't squeeze the table into 80 columns
+        console = Console(width=160)
+    console.print(summary_table(result))
+    print(f"MLflow run {result.run_id} (tag tunelab.evaluation=true)")
+    print(f"registered model {result.model_name} version {result.model_version} "
+          f"({result.registered_module}, seed {result.best_seed})")  # fmt: skip
+
+
+def _say(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+# -- servers ---------------------------------------------------------------------------------
+
+
+def dashboard(
+    storage: StorageOpt = None,
+    port: DashboardPortOpt = 8080,
+    host: HostOpt = LOCALHOST,
+) -> None:
+    """Serve optuna-dashboard on the study storage until Ctrl-C."""
+    import optuna_dashboard
+
+    from search.storage import check_database, open_storage, parse_url, sqlite_path
+
+    url = _storage(storage)
+    path = sqlite_path(parse_url(url))
+    if path is not None and not path.is_file():
+        raise SpecError(f"no study storage at {path}: pass --storage")
+    check_database(url)
+    _check_port(host, port)
+    _announce("optuna-dashboard", url, f"http://{_browser_host(host)}:{port}/dashboard")
+    try:
+        optuna_dashboard.run_server(open_storage(url), host=host, port=port)
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM: the normal way to stop a server
+        print("stopped", file=sys.stderr)
+    except OSError as exc:
+        raise SpecError(f"optuna-dashboard on {host}:{port}: {exc.strerror or exc}") from None
+
+
+def ui(
+    tracking_uri: Annotated[str | None, typer.Option("--tracking-uri",
+                            help="MLflow tracking URI [$MLFLOW_TRACKING_URI or "
+                            f"{DEFAULT_TRACKING_URI}].")] = None,
+    port: UiPortOpt = 5000,
+    host: HostOpt = LOCALHOST,
+) -> None:  # fmt: skip
+    """Serve the MLflow UI on the tracking store until Ctrl-C."""
+    from search.report import open_tracking
+    from search.tracking import local_artifact_root, telemetry_env
+
+    uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
+    if uri.startswith(("http://", "https://")):
+        print(f"{uri} is an MLflow server already: open it in a browser")
+        return
+    open_tracking(uri)  # one line if the store is missing or unreachable
+    _check_port(host, port)
+    command = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", uri,
+               "--host", host, "--port", str(port), "--workers", "1"]  # fmt: skip
+    root = local_artifact_root(uri)
+    if root is not None:
+        # Runs logged here keep their own absolute artifact locations; this folder is only
+        # for experiments created through the UI, beside the database like ours.
+        command += ["--artifacts-destination", root]
+    env = {**os.environ, **telemetry_env()}
+    # MLflow 3's background job consumers: a pool of processes this local UI does not need.
+    env.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
+    _announce("MLflow UI", uri, f"http://{_browser_host(host)}:{port}")
+    # Its own process group, so Ctrl-C / SIGTERM here stop the server and its workers with it.
+    server = subprocess.Popen(command, env=env, start_new_session=True)
+    code = None
+    try:
+        code = server.wait()
+    except KeyboardInterrupt:
+        print("stopped", file=sys.stderr)
+    finally:
+        _stop_group(server)
+    if code:
+        raise SpecError(f"mlflow server exited with code {code}")
+
+
+def _announce(what: str, source: str, url: str) -> None:
+    print(f"{what} for {source}: {url}  (Ctrl-C to stop)", flush=True)
+
+
+def _browser_host(host: str) -> str:
+    return LOCALHOST if host in ("0.0.0.0", "::", "") else host
+
+
+def _check_port(host: str, port: int) -> None:
+    """SpecError unless (host, port) can be bound now."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the servers do
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise SpecError(
+                    f"port {port} on {host} is in use: pick another with --port"
+                ) from None
+            raise SpecError(f"cannot bind {host}:{port}: {exc.strerror or exc}") from None
+
+
+def _stop_group(process: subprocess.Popen) -> None:
+    """SIGTERM the process's group; SIGKILL whatever is left after STOP_TIMEOUT_S."""
+    group = process.pid  # start_new_session: the leader's pid is the group id
+    try:
+        os.killpg(group, signal.SIGTERM)
+    except ProcessLookupError:
+        process.wait()
+        return
+    deadline = time.monotonic() + STOP_TIMEOUT_S
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        process.wait(STOP_TIMEOUT_S)
+    while time.monotonic() < deadline and _group_alive(group):  # the workers, too
+        time.sleep(0.1)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(group, signal.SIGKILL)
+    process.wait()
+
+
+def _group_alive(group: int) -> bool:
+    """Whether a live (not zombie) process remains in the group."""
+    proc = Path("/proc")
+    if not proc.is_dir():  # not Linux: zombies count as alive there
+        try:
+            os.killpg(group, 0)
+        except ProcessLookupError:
+            return False
+        return True
+    for stat in proc.glob("[0-9]*/stat"):
+        try:  # "pid (comm) state ppid pgrp ...": comm may hold spaces, so split after ")"
+            state, _, pgrp = stat.read_text().rsplit(")", 1)[1].split()[:3]
+        except (OSError, IndexError):
+            continue
+        if int(pgrp) == group and state != "Z":
+            return True
+    return False

@@ -1,0 +1,536 @@
+"""`tunelab report`: one self-contained HTML report of a study, also logged to MLflow.
+
+The report opens with a text summary (best value and parameters, and a "widen it" warning for
+every numeric parameter whose best value sits at the edge of its range), then the figures:
+optimization history, parameter importances (Optuna's default evaluator beside fANOVA),
+parallel coordinates, slices, intermediate values coloured by trial state, the timeline, and
+a summary of the epochs pruning and early stopping saved. Plotly.js is inlined once, so the
+file opens offline; each figure is also written as its own HTML file under `figures/`.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import math
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import optuna
+from optuna.distributions import FloatDistribution, IntDistribution
+from optuna.trial import FrozenTrial, TrialState
+
+from search.config import SPEC_ATTR, SpecError
+from search.study import METRIC_ATTR, load_study
+from search.tracking import PARENT_RUN_ATTR
+
+REPORT_ARTIFACT_DIR = "report"
+"""Folder of the report in the parent run's artifacts."""
+STATE_COLOURS = {
+    TrialState.COMPLETE: "#2ca02c",
+    TrialState.PRUNED: "#ff7f0e",
+    TrialState.FAIL: "#d62728",
+    TrialState.RUNNING: "#7f7f7f",
+    TrialState.WAITING: "#bcbd22",
+}
+FIGURE_TITLES = {
+    "history": "Optimization history",
+    "importances": "Hyperparameter importances",
+    "parallel": "Parallel coordinates",
+    "slice": "Slice plot",
+    "intermediate": "Intermediate values",
+    "timeline": "Timeline",
+}
+"""Title of each figure (followed by ": <study>" in the report), in report order."""
+DEFAULT_EVALUATOR_LABEL = "PED-ANOVA (Optuna's default)"
+
+
+@dataclass(frozen=True)
+class ReportConfig:
+    """How the report judges a study."""
+
+    edge_fraction: float = 0.05
+    """A best value within this fraction of its range (log range for log parameters) of
+    either end is flagged as sitting at the edge."""
+    min_trials_for_importance: int = 4
+    """Complete trials needed before importances are computed (fewer say nothing)."""
+    fanova_seed: int = 0
+    """Seed of the fANOVA random forest, so a report is reproducible."""
+
+
+@dataclass(frozen=True)
+class EdgeWarning:
+    """A tuned numeric parameter whose best value sits at one end of its range."""
+
+    name: str
+    """Parameter name."""
+    value: float
+    """The best trial's value."""
+    low: float
+    """Lower end of the searched range."""
+    high: float
+    """Upper end of the searched range."""
+    log: bool
+    """Whether the range was searched on a log scale."""
+    side: str
+    """"lower" or "upper"."""
+
+    @property
+    def at_floor(self) -> bool:
+        """At a lower bound of 0 on a linear scale: the setting is off (no dropout, no
+        smoothing, no flips); there is nothing below it to widen into."""
+        return self.side == "lower" and self.low == 0 and not self.log
+
+    def message(self) -> str:
+        scale = ", log scale" if self.log else ""
+        where = f"[{self.low:.4g}, {self.high:.4g}{scale}]"
+        if self.at_floor:
+            return f"{self.name} = {self.value:.4g} sits at the floor of its range {where}: off"
+        bound = "lower 'low'" if self.side == "lower" else "raise 'high'"
+        return (
+            f"{self.name} = {self.value:.4g} sits at the {self.side} edge of its range "
+            f"{where}: widen it ({bound}) and search again"
+        )
+
+
+@dataclass(frozen=True)
+class PruningSummary:
+    """Epochs the study trained, against a search of the same trials without any stopping."""
+
+    trials: int
+    """Finished or failed trials counted."""
+    max_epochs: int
+    """Epoch budget of one trial."""
+    epochs_run: int
+    """Epochs the trials actually trained."""
+    by_state: dict[str, tuple[int, int]] = field(default_factory=dict)
+    """State name -> (trials, epochs run)."""
+    early_stopped: int = 0
+    """Complete trials that early stopping ended before the budget."""
+
+    @property
+    def budget(self) -> int:
+        """Epochs of a no-pruning, no-early-stopping search of the same trials."""
+        return self.trials * self.max_epochs
+
+    @property
+    def saved(self) -> int:
+        return self.budget - self.epochs_run
+
+    @property
+    def saved_fraction(self) -> float:
+        return self.saved / self.budget if self.budget else 0.0
+
+
+@dataclass(frozen=True)
+class Section:
+    """One part of the report: a figure, or a note saying why there is none."""
+
+    key: str
+    """Short name (also the figure's file name)."""
+    title: str
+    """Heading of the section."""
+    figure: object | None = None
+    """A plotly figure."""
+    note: str | None = None
+    """Text shown instead of (or under) the figure."""
+
+
+@dataclass(frozen=True)
+class ReportFiles:
+    """What `write_report` wrote."""
+
+    html: Path
+    """The self-contained report."""
+    figures: tuple[Path, ...]
+    """One HTML file per figure (they share figures/plotly.min.js)."""
+    edge_warnings: tuple[EdgeWarning, ...]
+    """The edge-of-range warnings of the summary."""
+
+
+# -- analysis --------------------------------------------------------------------------------
+
+
+def edge_warnings(trial: FrozenTrial, fraction: float = 0.05) -> list[EdgeWarning]:
+    """Numeric parameters of `trial` within `fraction` of either end of their range."""
+    warnings = []
+    for name, dist in trial.distributions.items():
+        if not isinstance(dist, (FloatDistribution, IntDistribution)) or dist.low >= dist.high:
+            continue  # categorical or fixed: there is no range to widen
+        value = trial.params[name]
+        if dist.log:
+            position = (math.log(value) - math.log(dist.low)) / (
+                math.log(dist.high) - math.log(dist.low)
+            )
+        else:
+            position = (value - dist.low) / (dist.high - dist.low)
+        side = "lower" if position <= fraction else "upper" if position >= 1 - fraction else None
+        if side:
+            warnings.append(EdgeWarning(name, value, dist.low, dist.high, dist.log, side))
+    return warnings
+
+
+def epochs_of(trial: FrozenTrial) -> int:
+    """Epochs a trial trained: recorded by the loop when complete, else its last report."""
+    recorded = trial.user_attrs.get("epochs_run")
+    if recorded is not None:
+        return int(recorded)
+    return max(trial.intermediate_values, default=0)
+
+
+def pruning_summary(study: optuna.Study, max_epochs: int | None) -> PruningSummary:
+    """Epochs run by the study's ended trials vs. `max_epochs` for each of them."""
+    ended = [
+        t
+        for t in study.get_trials(deepcopy=False)
+        if t.state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+    ]
+    epochs = {t.number: epochs_of(t) for t in ended}
+    if max_epochs is None:  # not a tunelab study: the longest trial is the best guess
+        max_epochs = max(epochs.values(), default=0)
+    by_state: dict[str, tuple[int, int]] = {}
+    for t in ended:
+        count, total = by_state.get(t.state.name, (0, 0))
+        by_state[t.state.name] = (count + 1, total + epochs[t.number])
+    early = sum(
+        1 for t in ended if t.state == TrialState.COMPLETE and epochs[t.number] < max_epochs
+    )
+    return PruningSummary(
+        trials=len(ended),
+        max_epochs=max_epochs,
+        epochs_run=sum(epochs.values()),
+        by_state=by_state,
+        early_stopped=early,
+    )
+
+
+def param_importances(
+    study: optuna.Study, config: ReportConfig
+) -> tuple[dict[str, dict[str, float]], str | None]:
+    """Importances by evaluator label, or a note saying why there are none."""
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    if len(complete) < config.min_trials_for_importance:
+        return {}, (
+            f"Importances need at least {config.min_trials_for_importance} complete trials; "
+            f"this study has {len(complete)}."
+        )
+    varied = {n for n in {p for t in complete for p in t.params}
+              if len({repr(t.params.get(n)) for t in complete}) > 1}  # fmt: skip
+    if not varied:
+        return {}, "No parameter varies across the complete trials: nothing to attribute."
+    # Named explicitly: PED-ANOVA is the default from Optuna 5 on (fANOVA before).
+    evaluators: dict[str, Callable[[], optuna.importance.BaseImportanceEvaluator]] = {
+        DEFAULT_EVALUATOR_LABEL: optuna.importance.PedAnovaImportanceEvaluator,
+        "fANOVA": lambda: optuna.importance.FanovaImportanceEvaluator(seed=config.fanova_seed),
+    }
+    results, failures = {}, []
+    for label, make in evaluators.items():
+        try:
+            results[label] = optuna.importance.get_param_importances(study, evaluator=make())
+        except (ValueError, RuntimeError) as exc:  # e.g. no parameter common to all trials
+            failures.append(f"{label}: {exc}")
+    note = "; ".join(failures) if failures else None
+    return results, note
+
+
+# -- figures ---------------------------------------------------------------------------------
+
+
+def _titled(figure, key: str, study_name: str):
+    figure.update_layout(title={"text": f"{FIGURE_TITLES[key]}: {study_name}"})
+    return figure
+
+
+def importance_figure(importances: dict[str, dict[str, float]], study_name: str):
+    """Horizontal bars per evaluator, side by side, most important parameter on top."""
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    labels = list(importances)
+    figure = make_subplots(rows=1, cols=len(labels), subplot_titles=labels,
+                           horizontal_spacing=0.2)  # fmt: skip
+    for column, label in enumerate(labels, start=1):
+        values = importances[label]
+        names = list(values)[::-1]  # plotly draws bars bottom-up
+        figure.add_trace(
+            go.Bar(
+                x=[values[n] for n in names],
+                y=names,
+                orientation="h",
+                name=label,
+                text=[f"{values[n]:.2f}" for n in names],
+                textposition="auto",
+                showlegend=False,
+            ),  # fmt: skip
+            row=1,
+            col=column,
+        )
+        figure.update_xaxes(title_text="importance", row=1, col=column)
+    figure.update_layout(height=max(350, 40 * max(len(v) for v in importances.values())))
+    return _titled(figure, "importances", study_name)
+
+
+def intermediate_values_figure(study: optuna.Study, metric: str):
+    """One line per trial through its reported values, coloured by the trial's state."""
+    import plotly.graph_objects as go
+
+    figure = go.Figure()
+    shown: set[TrialState] = set()
+    for trial in study.get_trials(deepcopy=False):
+        if not trial.intermediate_values:
+            continue
+        steps = sorted(trial.intermediate_values)
+        figure.add_trace(
+            go.Scatter(
+                x=steps,
+                y=[trial.intermediate_values[s] for s in steps],
+                mode="lines+markers",
+                name=trial.state.name,
+                legendgroup=trial.state.name,
+                showlegend=trial.state not in shown,  # one legend entry per state
+                line={"color": STATE_COLOURS.get(trial.state, "#000000")},
+                hovertemplate=f"trial {trial.number} ({trial.state.name})<br>"
+                "epoch %{x}<br>%{y:.5g}<extra></extra>",
+            )
+        )
+        shown.add(trial.state)
+    figure.update_layout(xaxis_title="epoch", yaxis_title=metric, legend_title_text="state")
+    return _titled(figure, "intermediate", study.study_name)
+
+
+def build_sections(study: optuna.Study, metric: str, config: ReportConfig) -> list[Section]:
+    """Every figure of the report, or a note where the study cannot support one yet."""
+    from optuna import visualization as vis
+
+    name = study.study_name
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    no_complete = "No complete trial yet."
+    sections = []
+
+    def add(key: str, make: Callable[[], object], needs_complete: bool = True) -> None:
+        title = FIGURE_TITLES[key]
+        if needs_complete and not complete:
+            sections.append(Section(key, title, note=no_complete))
+            return
+        try:
+            sections.append(Section(key, title, figure=_titled(make(), key, name)))
+        except (ValueError, RuntimeError) as exc:  # a plot Optuna cannot draw for this study
+            sections.append(Section(key, title, note=f"Not available: {exc}"))
+
+    add("history", lambda: vis.plot_optimization_history(study, target_name=metric))
+    importances, note = param_importances(study, config)
+    figure = importance_figure(importances, name) if importances else None
+    sections.append(Section("importances", FIGURE_TITLES["importances"], figure, note))
+    add("parallel", lambda: vis.plot_parallel_coordinate(study, target_name=metric))
+    add("slice", lambda: vis.plot_slice(study, target_name=metric))
+    if any(t.intermediate_values for t in study.get_trials(deepcopy=False)):
+        sections.append(Section("intermediate", FIGURE_TITLES["intermediate"],
+                                intermediate_values_figure(study, metric)))  # fmt: skip
+    else:
+        sections.append(Section("intermediate", FIGURE_TITLES["intermediate"],
+                                note="No trial reported intermediate values."))  # fmt: skip
+    add("timeline", lambda: vis.plot_timeline(study), needs_complete=False)
+    return sections
+
+
+# -- rendering -------------------------------------------------------------------------------
+
+_STYLE = """
+body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1200px; color: #222; }
+table { border-collapse: collapse; margin: 0.5em 0; }
+td, th { border: 1px solid #ccc; padding: 0.25em 0.6em; text-align: left; }
+th { background: #f3f3f3; }
+.warning { background: #fff4d6; border-left: 4px solid #e0a800; padding: 0.5em 1em; }
+.note { color: #555; font-style: italic; }
+section { margin: 2em 0; overflow-x: auto; }
+"""
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+    head = "".join(f"<th>{html.escape(str(h))}</th>" for h in header)
+    body = "".join(
+        "<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>" for row in rows
+    )
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def _format(value: object) -> str:
+    return f"{value:.6g}" if isinstance(value, float) else str(value)
+
+
+def summary_html(
+    study: optuna.Study, metric: str, spec: dict, warnings: Sequence[EdgeWarning]
+) -> str:
+    """The report's opening: counts, best value and parameters, edge-of-range warnings."""
+    trials = study.get_trials(deepcopy=False)
+    counts = {s.name: sum(t.state == s for t in trials) for s in TrialState}
+    direction = study.direction.name.lower()
+    lines = [
+        f"<p>Task <b>{html.escape(str(spec.get('task', '?')))}</b> on "
+        f"<b>{html.escape(str(spec.get('dataset', '?')))}</b>; {direction} "
+        f"<b>{html.escape(metric)}</b>; sampler {html.escape(str(spec.get('sampler', '?')))}, "
+        f"pruner {html.escape(str(spec.get('pruner', '?')))}.</p>",
+        "<p>Trials: " + ", ".join(f"{n} {s.lower()}" for s, n in counts.items() if n) + ".</p>",
+    ]
+    try:
+        best = study.best_trial
+    except ValueError:
+        lines.append("<p class='note'>No complete trial yet: no best value.</p>")
+        return "\n".join(lines)
+    lines.append(
+        f"<p>Best {html.escape(metric)} = <b>{best.value:.6g}</b> (trial {best.number}, "
+        f"epoch {best.user_attrs.get('best_epoch', '?')}, MLflow run "
+        f"{html.escape(str(best.user_attrs.get('mlflow_run_id', '-')))}).</p>"
+    )
+    lines.append(_table(["parameter", "best value"],
+                        [(k, _format(v)) for k, v in best.params.items()]))  # fmt: skip
+    widen = [w for w in warnings if not w.at_floor]
+    floor = [w for w in warnings if w.at_floor]
+    if widen:
+        items = "".join(f"<li>{html.escape(w.message())}</li>" for w in widen)
+        lines.append(
+            f"<div class='warning'><b>Best value at the edge of its range: widen it.</b>"
+            f"<ul>{items}</ul></div>"
+        )
+    else:
+        lines.append("<p>No tuned numeric parameter sits at an edge it could be widened past.</p>")
+    if floor:
+        items = "".join(f"<li>{html.escape(w.message())}</li>" for w in floor)
+        lines.append(f"<p>Best with the setting off (at 0, the floor of its range):</p>"
+                     f"<ul>{items}</ul>")  # fmt: skip
+    return "\n".join(lines)
+
+
+def pruning_html(summary: PruningSummary) -> str:
+    rows = [(state.lower(), n, epochs) for state, (n, epochs) in summary.by_state.items()]
+    rows.append(("all", summary.trials, summary.epochs_run))
+    return (
+        _table(["trials", "count", "epochs run"], rows)
+        + f"<p>Without pruning or early stopping these {summary.trials} trials would have run "
+        f"{summary.trials} &times; {summary.max_epochs} = <b>{summary.budget}</b> epochs; they "
+        f"ran <b>{summary.epochs_run}</b>, saving <b>{summary.saved}</b> epochs "
+        f"(<b>{summary.saved_fraction:.0%}</b>). {summary.early_stopped} complete trial(s) "
+        "stopped early.</p>"
+    )
+
+
+def render_html(study_name: str, summary: str, sections: Sequence[Section], pruning: str) -> str:
+    """The whole report as one HTML page with plotly.js inlined once."""
+    from plotly.offline import get_plotlyjs
+
+    parts = []
+    for section in sections:
+        body = ""
+        if section.figure is not None:
+            body = section.figure.to_html(
+                full_html=False, include_plotlyjs=False, div_id=f"figure-{section.key}"
+            )
+        if section.note:
+            body += f"<p class='note'>{html.escape(section.note)}</p>"
+        parts.append(f"<section id='{section.key}'><h2>{html.escape(section.title)}</h2>"
+                     f"{body}</section>")  # fmt: skip
+    title = html.escape(f"tunelab report: {study_name}")
+    return (
+        "<!DOCTYPE html>\n<html><head><meta charset='utf-8'>"
+        f"<title>{title}</title><style>{_STYLE}</style>"
+        f"<script type='text/javascript'>{get_plotlyjs()}</script></head><body>"
+        f"<h1>{title}</h1><section id='summary'><h2>Summary</h2>{summary}</section>"
+        + "".join(parts)
+        + f"<section id='pruning'><h2>Pruning</h2>{pruning}</section></body></html>\n"
+    )
+
+
+def write_report(
+    study: optuna.Study, out_dir: str | Path, config: ReportConfig | None = None
+) -> ReportFiles:
+    """Write report.html and figures/*.html for a study into `out_dir`."""
+    config = config or ReportConfig()
+    if not study.get_trials(deepcopy=False):
+        raise SpecError(f"study '{study.study_name}' has no trials yet")
+    spec = json.loads(study.user_attrs.get(SPEC_ATTR, "{}"))
+    metric = study.user_attrs.get(METRIC_ATTR, "value")
+    try:
+        warnings = edge_warnings(study.best_trial, config.edge_fraction)
+    except ValueError:  # no complete trial
+        warnings = []
+    sections = build_sections(study, metric, config)
+    pruning = pruning_summary(study, spec.get("epochs"))
+    out = Path(out_dir)
+    figures_dir = out / "figures"
+    figures_dir.mkdir(parents=True, exist_ok=True)
+    figures = []
+    for section in sections:
+        if section.figure is not None:
+            path = figures_dir / f"{section.key}.html"
+            # "directory": the figure files share one plotly.min.js beside them
+            section.figure.write_html(path, include_plotlyjs="directory", full_html=True)
+            figures.append(path)
+    page = render_html(study.study_name, summary_html(study, metric, spec, warnings), sections,
+                       pruning_html(pruning))  # fmt: skip
+    report = out / "report.html"
+    report.write_text(page, encoding="utf-8")
+    return ReportFiles(html=report, figures=tuple(figures), edge_warnings=tuple(warnings))
+
+
+# -- MLflow ----------------------------------------------------------------------------------
+
+
+def open_tracking(uri: str):
+    """An MlflowClient on an existing tracking store; SpecError instead of creating one."""
+    from mlflow import MlflowClient
+
+    from search.storage import parse_url, sqlite_path
+    from search.tracking import check_tracking_uri
+
+    if not uri.startswith(("http://", "https://")):
+        path = sqlite_path(parse_url(uri, "tracking"))
+        if path is not None and not path.is_file():
+            raise SpecError(f"no MLflow tracking database at {path}: pass --tracking-uri")
+    check_tracking_uri(uri)
+    return MlflowClient(tracking_uri=uri)
+
+
+def log_report(study: optuna.Study, files: ReportFiles, tracking_uri: str) -> str:
+    """Log the report folder as artifacts of the study's MLflow parent run; returns its id."""
+    from mlflow.exceptions import MlflowException
+
+    run_id = study.user_attrs.get(PARENT_RUN_ATTR)
+    if not run_id:
+        raise SpecError(f"study '{study.study_name}' has no MLflow parent run: use --no-mlflow")
+    client = open_tracking(tracking_uri)
+    try:
+        client.get_run(run_id)
+    except MlflowException:
+        raise SpecError(
+            f"MLflow run {run_id} of study '{study.study_name}' is not in {tracking_uri}: "
+            "pass --tracking-uri"
+        ) from None
+    client.log_artifacts(run_id, str(files.html.parent), artifact_path=REPORT_ARTIFACT_DIR)
+    return run_id
+
+
+def default_out_dir(study_name: str) -> Path:
+    return Path("reports") / re.sub(r"[^A-Za-z0-9._-]+", "_", study_name)
+
+
+def make_report(
+    study_name: str,
+    storage: str,
+    out_dir: str | None = None,
+    tracking_uri: str | None = None,
+    log_to_mlflow: bool = True,
+    config: ReportConfig | None = None,
+) -> tuple[ReportFiles, str | None]:
+    """The `tunelab report` command: write the report and log it to the parent run."""
+    study = load_study(study_name, storage)
+    files = write_report(study, out_dir or default_out_dir(study_name), config)
+    run_id = None
+    if log_to_mlflow:
+        spec = json.loads(study.user_attrs.get(SPEC_ATTR, "{}"))
+        uri = tracking_uri or spec.get("tracking_uri")
+        if not uri:
+            raise SpecError(f"study '{study_name}' records no tracking URI: pass --tracking-uri")
+        run_id = log_report(study, files, uri)
+    return files, run_id

@@ -1,0 +1,168 @@
+"""The HTML report: every figure of the right study, edge-of-range warnings, importances,
+the pruning summary, and the report logged to the study's MLflow parent run."""
+
+import json
+import random
+
+import optuna
+import pytest
+from mlflow import MlflowClient
+from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+from optuna.trial import TrialState, create_trial
+
+from search.report import (
+    DEFAULT_EVALUATOR_LABEL,
+    FIGURE_TITLES,
+    edge_warnings,
+    pruning_summary,
+    write_report,
+)
+from search.tracking import StudyTracker
+
+EPOCHS = 4
+SPACE = {
+    "lr": FloatDistribution(1e-4, 1e-1, log=True),
+    "dropout": FloatDistribution(0.0, 0.5),
+    "blocks": IntDistribution(1, 8),
+    "optimizer": CategoricalDistribution(["sgd", "adam"]),
+}
+
+
+def _interior(rng: random.Random) -> dict:
+    """Parameters well inside every range (log range for lr)."""
+    return {
+        "lr": 10 ** rng.uniform(-3.4, -1.6),
+        "dropout": rng.uniform(0.1, 0.4),
+        "blocks": rng.randint(3, 6),
+        "optimizer": rng.choice(["sgd", "adam"]),
+    }
+
+
+def _study(name, n_complete, storage=None, best=None, tracking_uri=None) -> optuna.Study:
+    """A tunelab-like study built by hand: complete trials, one pruned, one failed."""
+    study = optuna.create_study(study_name=name, storage=storage, direction="maximize")
+    spec = {"task": "cnn", "dataset": "digits", "epochs": EPOCHS, "sampler": "tpe",
+            "pruner": "median", "tracking_uri": tracking_uri}  # fmt: skip
+    study.set_user_attr("tunelab.spec", json.dumps(spec))
+    study.set_user_attr("tunelab.metric", "val_accuracy")
+    rng = random.Random(0)
+    for _ in range(n_complete):
+        params = _interior(rng)
+        value = 0.5 + 0.4 * params["dropout"] + 0.01 * rng.random()
+        _add(study, params, value, EPOCHS)
+    study.add_trial(create_trial(state=TrialState.PRUNED, params=_interior(rng),
+                                 distributions=SPACE, intermediate_values={1: 0.1}))  # fmt: skip
+    study.add_trial(create_trial(state=TrialState.FAIL, params=_interior(rng),
+                                 distributions=SPACE))  # fmt: skip
+    if best is not None:
+        _add(study, best, 0.99, EPOCHS)
+    return study
+
+
+def _add(study, params, value, epochs_run):
+    curve = {e: value * e / epochs_run for e in range(1, epochs_run + 1)}
+    study.add_trial(
+        create_trial(
+            params=params,
+            distributions=SPACE,
+            value=value,
+            intermediate_values=curve,
+            user_attrs={"epochs_run": epochs_run, "best_epoch": epochs_run},
+        )  # fmt: skip
+    )
+
+
+def test_edge_warning_fires_for_a_best_value_at_the_edge(tmp_path):
+    best = {"lr": 0.095, "dropout": 0.0, "blocks": 1, "optimizer": "sgd"}
+    study = _study("edgy", 5, best=best)
+
+    warnings = edge_warnings(study.best_trial)
+    assert {(w.name, w.side) for w in warnings} == {
+        ("lr", "upper"), ("blocks", "lower"), ("dropout", "lower"),
+    }  # fmt: skip
+    assert [w.name for w in warnings if w.at_floor] == ["dropout"]  # 0 = off: nothing below
+    # log scale: 2e-4 is 0.1% of [1e-4, 0.1] linearly but a tenth of the way on a log scale
+    inside = create_trial(params={"lr": 2e-4}, distributions={"lr": SPACE["lr"]}, value=1.0)
+    assert edge_warnings(inside) == []
+    middle = create_trial(params={"dropout": 0.25}, distributions={"dropout": SPACE["dropout"]},
+                          value=1.0)  # fmt: skip
+    assert edge_warnings(middle) == []
+
+    files = write_report(study, tmp_path / "out")
+    page = files.html.read_text()
+    summary = page[page.index("id='summary'") : page.index("id='history'")]
+    box = summary[summary.index("class='warning'") :]
+    box = box[: box.index("</div>")]
+    assert "widen it" in box
+    assert "lr = 0.095 sits at the upper edge of its range [0.0001, 0.1, log scale]" in box
+    assert "blocks = 1 sits at the lower edge" in box
+    assert "dropout" not in box and "dropout = 0 sits at the floor of its range" in summary
+    assert "optimizer =" not in summary  # categorical: no range to widen
+
+
+def test_report_holds_every_figure_of_its_own_study(storage_url, tmp_path):
+    _study("study-alpha-3c1", 6, storage=storage_url)
+    _study("study-beta-9d7", 6, storage=storage_url)
+    alpha = optuna.load_study(study_name="study-alpha-3c1", storage=storage_url)
+
+    files = write_report(alpha, tmp_path / "alpha")
+    page = files.html.read_text()
+    for key, title in FIGURE_TITLES.items():
+        assert f"{title}: study-alpha-3c1" in page, key
+        assert f'id="figure-{key}"' in page, key
+        figure = (tmp_path / "alpha" / "figures" / f"{key}.html").read_text()
+        assert f"{title}: study-alpha-3c1" in figure
+    assert "study-beta-9d7" not in page
+    assert page.count("* plotly.js v") == 1  # inlined once, so the report opens offline
+    assert (tmp_path / "alpha" / "figures" / "plotly.min.js").is_file()
+    # Importances: Optuna's default evaluator beside fANOVA, each over the searched params.
+    assert DEFAULT_EVALUATOR_LABEL in page and "fANOVA" in page
+    assert "Importances need" not in page
+    # Pruning: 6 complete x 4 epochs + 1 pruned after 1 + 1 failed after 0, of 8 x 4.
+    assert "would have run 8 &times; 4 = <b>32</b> epochs" in page
+    assert "they ran <b>25</b>, saving <b>7</b> epochs" in page
+
+
+@pytest.mark.parametrize("n_complete", [0, 2])
+def test_few_complete_trials_give_notes_instead_of_figures(n_complete, tmp_path):
+    study = _study("sparse", n_complete)
+    page = write_report(study, tmp_path / "out").html.read_text()
+    assert f"Importances need at least 4 complete trials; this study has {n_complete}." in page
+    assert 'id="figure-importances"' not in page
+    assert 'id="figure-intermediate"' in page and 'id="figure-timeline"' in page
+    if n_complete == 0:
+        assert "No complete trial yet" in page and 'id="figure-history"' not in page
+
+
+def test_pruning_summary_counts_pruning_and_early_stopping():
+    study = _study("pruned", 2)
+    _add(study, _interior(random.Random(1)), 0.7, epochs_run=2)  # stopped early
+    summary = pruning_summary(study, EPOCHS)
+    assert (summary.trials, summary.budget, summary.epochs_run) == (5, 20, 4 + 4 + 1 + 0 + 2)
+    assert summary.early_stopped == 1
+    assert summary.by_state == {"COMPLETE": (3, 10), "PRUNED": (1, 1), "FAIL": (1, 0)}
+    assert summary.saved_fraction == pytest.approx(9 / 20)
+
+
+def test_cli_report_is_logged_to_the_parent_run(cli, tmp_path, tracking_uri):
+    storage = f"sqlite:///{tmp_path / 'studies.db'}"
+    study = _study("logged", 5, storage=storage, tracking_uri=tracking_uri)
+    tracker = StudyTracker(tracking_uri, "logged")
+    parent = tracker.attach_parent(study, {})
+    tracker.close("FINISHED")
+
+    result = cli(["report", "logged", "--storage", storage, "--out", "rep"], cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert f"logged to MLflow run {parent}" in result.stdout
+    assert (tmp_path / "rep" / "report.html").is_file()
+    client = MlflowClient(tracking_uri)
+    logged = {a.path for a in client.list_artifacts(parent, "report")}
+    assert {"report/report.html", "report/figures"} <= logged
+    figures = {a.path for a in client.list_artifacts(parent, "report/figures")}
+    assert {f"report/figures/{key}.html" for key in FIGURE_TITLES} <= figures
+
+    missing = cli(["report", "nope", "--storage", storage], cwd=tmp_path)
+    assert missing.returncode == 2
+    assert missing.stderr.strip().splitlines() == [
+        f"tunelab: error: no study 'nope' in {storage} (studies: logged)"
+    ]
