@@ -16,6 +16,7 @@ import socket
 import sys
 import typing
 import warnings
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -204,10 +205,12 @@ def _summary(spec, study, finished: int | None) -> None:
           f"(epoch {info['best_epoch']}, MLflow run {info['mlflow_run_id']})")  # fmt: skip
     for name, value in info["params"].items():
         print(f"  {name} = {value}")
+    me = sys.argv[0] if Path(sys.argv[0]).name == "tunelab" else "tunelab"
+    storage, tracking = _shown(spec.storage), _shown(spec.tracking_uri)
     print("see the results:")
-    print(f"  mlflow ui --backend-store-uri {_shown(spec.tracking_uri)}   (then http://127.0.0.1:5000)"
-          if not spec.tracking_uri.startswith("http") else f"  {spec.tracking_uri}")  # fmt: skip
-    print(f"  optuna-dashboard {_shown(spec.storage)}   (then http://127.0.0.1:8080)")
+    print(f"  {me} ui --tracking-uri {tracking}          # MLflow UI, http://127.0.0.1:5000")
+    print(f"  {me} dashboard --storage {storage}   # optuna-dashboard, http://127.0.0.1:8080")
+    print(f"  {me} report {study.study_name} --storage {storage}   # HTML report")
 
 
 @app.command()
