@@ -88,6 +88,9 @@ class DataBundle:
     test: Split
     num_classes: int
     class_names: tuple[str, ...]
+    source: DataBundle | None = None
+    """The bundle this one re-splits (final evaluation trains on train + validation), so that
+    models trained once per data set, like the fd_classifier, stay the same."""
 
     @property
     def channels(self) -> int:
@@ -103,7 +106,7 @@ class DataBundle:
 
         return DataBundle(
             self.name, move(self.train), move(self.val), move(self.test),
-            self.num_classes, self.class_names,
+            self.num_classes, self.class_names, self.source,
         )  # fmt: skip
 
     def summary(self) -> str:

@@ -11,6 +11,8 @@ from objectives.base import Task
 
 _TASKS = {
     "cnn": "objectives.classification:ClassificationTask",
+    "gan": "objectives.gan:GANTask",
+    "vae": "objectives.vae:VAETask",
 }
 
 

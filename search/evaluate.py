@@ -137,7 +137,7 @@ def retraining_data(data: DataBundle) -> DataBundle:
     merged = Split(torch.cat([data.train.x, data.val.x]), torch.cat([data.train.y, data.val.y]))
     return DataBundle(
         name=data.name, train=merged, val=data.test, test=data.test,
-        num_classes=data.num_classes, class_names=data.class_names,
+        num_classes=data.num_classes, class_names=data.class_names, source=data,
     )  # fmt: skip
 
 
