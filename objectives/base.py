@@ -107,9 +107,7 @@ class Task(abc.ABC):
         return self.hparams_type(**space.suggest(trial))
 
     @abc.abstractmethod
-    def build(
-        self, hp: Any, data: DataBundle, device: torch.device, max_epochs: int
-    ) -> Parts:
+    def build(self, hp: Any, data: DataBundle, device: torch.device, max_epochs: int) -> Parts:
         """Models, optimizers and schedulers for this configuration, on the device."""
 
     @abc.abstractmethod
@@ -170,6 +168,41 @@ class NullRecorder:
 
     def end(self, status: RunStatus, reason: str | None = None) -> None:
         pass
+
+
+class MemoryRecorder:
+    """Keeps everything a trial records, in memory: for tests, notebooks and benchmarks."""
+
+    def __init__(self) -> None:
+        self.params: dict[str, Any] = {}
+        self.history: list[tuple[int | None, dict[str, float]]] = []
+        self.artifacts: dict[str, bytes] = {}
+        self.tags: dict[str, str] = {}
+        self.status: RunStatus | None = None
+        self.reason: str | None = None
+
+    def log_params(self, params: Mapping[str, Any]) -> None:
+        self.params.update(params)
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
+        self.history.append((step, dict(metrics)))
+
+    def log_artifacts(self, files: Mapping[str, bytes]) -> None:
+        self.artifacts.update(files)
+
+    def set_tags(self, tags: Mapping[str, str]) -> None:
+        self.tags.update(tags)
+
+    def end(self, status: RunStatus, reason: str | None = None) -> None:
+        self.status, self.reason = status, reason
+
+    def steps(self, name: str) -> dict[int, float]:
+        """A metric's values by step (the first value logged at each step)."""
+        values: dict[int, float] = {}
+        for step, metrics in self.history:
+            if step is not None and name in metrics:
+                values.setdefault(step, metrics[name])
+        return values
 
 
 def png_bytes(figure: Any) -> bytes:

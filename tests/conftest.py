@@ -6,9 +6,8 @@ import os
 import subprocess
 import sys
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -76,39 +75,11 @@ def digits():
     return load_data(DataSpec("digits"))
 
 
-class RecordingRecorder:
-    """A TrialRecorder that keeps everything it is given, for unit tests of the loop."""
-
-    def __init__(self) -> None:
-        self.params: dict[str, Any] = {}
-        self.history: list[tuple[int | None, dict[str, float]]] = []
-        self.artifacts: dict[str, bytes] = {}
-        self.tags: dict[str, str] = {}
-        self.status: str | None = None
-        self.reason: str | None = None
-
-    def log_params(self, params: Mapping[str, Any]) -> None:
-        self.params.update(params)
-
-    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
-        self.history.append((step, dict(metrics)))
-
-    def log_artifacts(self, files: Mapping[str, bytes]) -> None:
-        self.artifacts.update(files)
-
-    def set_tags(self, tags: Mapping[str, str]) -> None:
-        self.tags.update(tags)
-
-    def end(self, status: str, reason: str | None = None) -> None:
-        self.status, self.reason = status, reason
-
-    def steps(self, name: str) -> dict[int, float]:
-        return {step: m[name] for step, m in self.history if step is not None and name in m}
-
-
 @pytest.fixture
-def recorder() -> RecordingRecorder:
-    return RecordingRecorder()
+def recorder():
+    from objectives.base import MemoryRecorder
+
+    return MemoryRecorder()
 
 
 def cli_env(**extra: str) -> dict[str, str]:
@@ -137,17 +108,34 @@ def cli():
     return run_cli
 
 
+def shared_data_root() -> Path:
+    """The real test data beside the checkout (../shared/data), or $TUNELAB_SHARED_DATA."""
+    default = Path(__file__).resolve().parents[2] / "shared" / "data"
+    return Path(os.environ.get("TUNELAB_SHARED_DATA", default))
+
+
 @pytest.fixture(scope="session")
 def shared_mnist_dir() -> Path:
-    """The full MNIST in torchvision's layout, from ../shared/data (skipped where absent)."""
-    root = Path(
-        os.environ.get(
-            "TUNELAB_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"
-        )
-    )
+    """The full MNIST in torchvision's layout (skipped where absent)."""
+    root = shared_data_root()
     if not (root / "MNIST" / "raw" / "train-images-idx3-ubyte").exists():
         pytest.skip(f"full MNIST not found under {root} (set TUNELAB_SHARED_DATA)")
     return root
+
+
+@pytest.fixture(scope="session")
+def inception_weights() -> Path:
+    """Converted Inception-v3 FID weights (skipped, with the reason, where absent)."""
+    path = shared_data_root() / "inception" / "inception-v3-fid-2015-12-05.pth"
+    if not path.is_file():
+        pytest.skip(f"Inception weights not found at {path} (set TUNELAB_SHARED_DATA)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def cache_dir(tmp_path_factory) -> Path:
+    """A private cache folder for models trained once per data set (the fd_classifier)."""
+    return tmp_path_factory.mktemp("tunelab-cache")
 
 
 @pytest.fixture

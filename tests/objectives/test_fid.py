@@ -1,6 +1,4 @@
 import hashlib
-import os
-from pathlib import Path
 
 import pytest
 import torch
@@ -18,19 +16,6 @@ from objectives.fid import (
     resolve_feature_space,
     to_uint8_rgb,
 )
-
-INCEPTION_WEIGHTS = Path(
-    os.environ.get(
-        "TUNELAB_TEST_INCEPTION_WEIGHTS",
-        Path(__file__).resolve().parents[3]
-        / "shared/data/inception/inception-v3-fid-2015-12-05.pth",
-    )
-)
-
-
-@pytest.fixture(scope="module")
-def cache_dir(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("tunelab-cache")
 
 
 @pytest.fixture(scope="module")
@@ -181,10 +166,8 @@ def test_images_become_uint8_rgb_as_torch_fidelity_expects():
     assert rgb[0, 2].flatten().tolist() == [0, 128, 255, 255]  # rounded, not truncated
 
 
-def test_inception_features_of_a_few_images(digits):
-    if not INCEPTION_WEIGHTS.is_file():
-        pytest.skip(f"Inception weights not found at {INCEPTION_WEIGHTS}")
-    space = InceptionFeatures(str(INCEPTION_WEIGHTS))
+def test_inception_features_of_a_few_images(digits, inception_weights):
+    space = InceptionFeatures(str(inception_weights))
     torch.manual_seed(3)
     expected = torch.rand(2)
     torch.manual_seed(3)
@@ -198,4 +181,4 @@ def test_inception_features_of_a_few_images(digits):
     assert torch.allclose(from_grey, from_rgb[:8], atol=1e-5)  # grey is repeated to RGB
     assert (from_grey - from_rgb[8:]).abs().mean() > 0.01
     assert space.name == "fid_inception" and space.kid_name == "kid_inception"
-    assert space.tags() == {"tunelab.inception_weights": INCEPTION_WEIGHTS.name}
+    assert space.tags() == {"tunelab.inception_weights": inception_weights.name}

@@ -1,6 +1,5 @@
 import io
 import math
-import os
 from pathlib import Path
 
 import optuna
@@ -16,18 +15,6 @@ from objectives.runner import Diverged, LoopConfig, Objective
 from objectives.tasks import get_task
 
 SMALL = {"g_width": 16, "d_width": 16, "latent_size": 32}
-INCEPTION_WEIGHTS = Path(
-    os.environ.get(
-        "TUNELAB_TEST_INCEPTION_WEIGHTS",
-        Path(__file__).resolve().parents[3]
-        / "shared/data/inception/inception-v3-fid-2015-12-05.pth",
-    )
-)
-
-
-@pytest.fixture(scope="module")
-def cache_dir(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("tunelab-cache")
 
 
 def _task(cache_dir: Path, **options) -> GANTask:
@@ -176,16 +163,14 @@ def test_mode_collapse_is_detected_and_prunes_the_trial(digits, recorder, cache_
     assert set(recorder.steps("fd_classifier")) == {1}
 
 
-def test_inception_space_names_its_metrics_and_tags(digits, tmp_path):
-    if not INCEPTION_WEIGHTS.is_file():
-        pytest.skip(f"Inception weights not found at {INCEPTION_WEIGHTS}")
+def test_inception_space_names_its_metrics_and_tags(digits, tmp_path, inception_weights):
     # CPU Inception costs ~0.1-0.3 s per image: 8 real and 8 generated images only.
     tiny = DataBundle(
         digits.name, Split(digits.train.x[:64], digits.train.y[:64]),
         Split(digits.val.x[:8], digits.val.y[:8]), digits.test, 10, digits.class_names,
     )  # fmt: skip
     task = GANTask(
-        GANOptions(feature_space="fid_inception", inception_weights=str(INCEPTION_WEIGHTS),
+        GANOptions(feature_space="fid_inception", inception_weights=str(inception_weights),
                    fid_samples=8, cache_dir=str(tmp_path))
     )  # fmt: skip
     assert task.metric == "fid_inception"
@@ -197,6 +182,6 @@ def test_inception_space_names_its_metrics_and_tags(digits, tmp_path):
     assert all(math.isfinite(v) for v in metrics.values()) and metrics["fid_inception"] > 0
     assert task.trial_tags(tiny) == {
         "tunelab.feature_space": "fid_inception",
-        "tunelab.inception_weights": INCEPTION_WEIGHTS.name,
+        "tunelab.inception_weights": inception_weights.name,
     }
     assert not (tmp_path / "fd_classifier").exists()  # no classifier trained for Inception

@@ -6,8 +6,6 @@ import dataclasses
 import io
 import json
 import math
-from collections.abc import Mapping
-from typing import Any
 
 import optuna
 import pytest
@@ -15,7 +13,7 @@ import torch
 from PIL import Image
 
 import objectives.vae as vae_module
-from objectives.base import EpochContext
+from objectives.base import EpochContext, MemoryRecorder
 from objectives.data import DataSpec, Split, load_data
 from objectives.runner import LoopConfig, Objective
 from objectives.tasks import get_task
@@ -36,37 +34,13 @@ TINY = {"base_width": 8, "fc_width": 0}
 """Search-space narrowing that keeps the tests fast (fixed values, not sampled)."""
 
 
-class RecordingRecorder:
-    """Keeps everything the loop sends it."""
+def epoch_metrics(recorder: MemoryRecorder) -> dict[int, dict[str, float]]:
+    """Per-epoch metrics by step (the final summary is logged separately)."""
+    return {s: m for s, m in recorder.history if "val_elbo" in m}
 
-    def __init__(self) -> None:
-        self.params: dict[str, Any] = {}
-        self.metrics: list[tuple[int | None, dict[str, float]]] = []
-        self.artifacts: dict[str, bytes] = {}
-        self.tags: dict[str, str] = {}
-        self.status: str | None = None
 
-    def log_params(self, params: Mapping[str, Any]) -> None:
-        self.params.update(params)
-
-    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
-        self.metrics.append((step, dict(metrics)))
-
-    def log_artifacts(self, files: Mapping[str, bytes]) -> None:
-        self.artifacts.update(files)
-
-    def set_tags(self, tags: Mapping[str, str]) -> None:
-        self.tags.update(tags)
-
-    def end(self, status: str, reason: str | None = None) -> None:
-        self.status = status
-
-    def epochs(self) -> dict[int, dict[str, float]]:
-        """Per-epoch metrics by step (the final summary is logged separately)."""
-        return {s: m for s, m in self.metrics if "val_elbo" in m}
-
-    def final(self) -> dict[str, float]:
-        return next(m for _, m in self.metrics if "best_val_elbo" in m)
+def final_metrics(recorder: MemoryRecorder) -> dict[str, float]:
+    return next(m for _, m in recorder.history if "best_val_elbo" in m)
 
 
 @pytest.fixture(scope="module")
@@ -74,10 +48,10 @@ def data():
     return load_data(DataSpec("digits"))
 
 
-def run_trial(data, task: VAETask | None = None) -> tuple[float, RecordingRecorder]:
+def run_trial(data, task: VAETask | None = None) -> tuple[float, MemoryRecorder]:
     task = task or VAETask()
     space = task.search_space().narrowed(TINY)
-    recorder = RecordingRecorder()
+    recorder = MemoryRecorder()
     objective = Objective(
         task,
         data,
@@ -99,7 +73,7 @@ def test_trial_logs_every_metric_at_every_epoch(trial, data) -> None:
     assert recorder.status == "FINISHED"
     assert math.isfinite(value)
     assert recorder.params["base_width"] == 8
-    epochs = recorder.epochs()
+    epochs = epoch_metrics(recorder)
     assert list(epochs) == [1, 2]
     dims = data.channels * data.image_size[0] * data.image_size[1]
     for metrics in epochs.values():
@@ -117,7 +91,7 @@ def test_trial_logs_every_metric_at_every_epoch(trial, data) -> None:
 
 def test_final_iwae_bound_is_at_least_the_elbo(trial) -> None:
     value, recorder = trial
-    final = recorder.final()
+    final = final_metrics(recorder)
     assert final["best_val_elbo"] == value
     assert final["iwae_k"] == 64
     assert math.isfinite(final["val_iwae_k"])
@@ -147,7 +121,7 @@ def test_trials_are_reproducible(trial, data) -> None:
     value, recorder = trial
     again, recorder_again = run_trial(data)
     assert again == value
-    assert recorder_again.epochs() == recorder.epochs()
+    assert epoch_metrics(recorder_again) == epoch_metrics(recorder)
 
 
 def test_objective_does_not_depend_on_beta_or_warm_up(data) -> None:
