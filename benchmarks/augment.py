@@ -27,12 +27,14 @@ class PilImages(Dataset):
     def __init__(self, images: torch.Tensor, labels: torch.Tensor) -> None:
         self.images = [to_pil_image(x) for x in images]  # decoded once, like an image folder
         self.labels = labels.tolist()
-        self.transform = transforms.Compose([
-            transforms.RandomRotation(ROTATION),
-            transforms.RandomHorizontalFlip(FLIP),
-            transforms.RandomCrop(images.shape[-1], padding=PADDING),
-            transforms.ToTensor(),
-        ])  # fmt: skip
+        self.transform = transforms.Compose(
+            [
+                transforms.RandomRotation(ROTATION),
+                transforms.RandomHorizontalFlip(FLIP),
+                transforms.RandomCrop(images.shape[-1], padding=PADDING),
+                transforms.ToTensor(),
+            ]
+        )
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -70,8 +72,10 @@ def main() -> None:
     x, y = data.train.x, data.train.y
     dataset = PilImages(x, y)
     n = len(x)
-    print(f"{n} images 1x28x28, rotation {ROTATION} deg, flip p={FLIP}, crop padding {PADDING}, "
-          f"batch {BATCH}, torch threads {torch.get_num_threads()}")  # fmt: skip
+    print(
+        f"{n} images 1x28x28, rotation {ROTATION} deg, flip p={FLIP}, crop padding {PADDING}, "
+        f"batch {BATCH}, torch threads {torch.get_num_threads()}"
+    )
     best = {}
     for _ in range(args.repeats):  # interleaved, best of N for each
         for name, run in (

@@ -71,8 +71,10 @@ def bench_classifier(data, device, sizes, cache_dir) -> float:
     """Prints the classifier's costs; returns its seconds per sample at the largest N."""
     data = data.to(device)
     space, seconds = timed(lambda: ClassifierFeatures.load_or_train(data, cache_dir))
-    print(f"fd_classifier on {device}: classifier ready in {seconds:.2f} s "
-          f"(val accuracy {space.val_accuracy:.3f}, {space.path})")  # fmt: skip
+    print(
+        f"fd_classifier on {device}: classifier ready in {seconds:.2f} s "
+        f"(val accuracy {space.val_accuracy:.3f}, {space.path})"
+    )
     real, seconds = timed(lambda: real_reference(space, data.val.x))
     print(f"  real reference ({len(data.val)} val images, once per process): {seconds:.2f} s")
     distance_costs(real, real.features)  # warm-up (imports, first-call allocations)
@@ -82,8 +84,10 @@ def bench_classifier(data, device, sizes, cache_dir) -> float:
         features, t_feat = timed(lambda images=images: space.features(images))
         t_fd, t_kid = distance_costs(real, features)
         total = t_gen + t_feat + t_fd + t_kid
-        print(f"  N={n:>6}: total {total:7.2f} s = generate {t_gen:.2f} + features {t_feat:.2f}"
-              f" + FD {t_fd:.3f} + KID {t_kid:.2f}  ({1e3 * total / n:.3f} ms/sample)")  # fmt: skip
+        print(
+            f"  N={n:>6}: total {total:7.2f} s = generate {t_gen:.2f} + features {t_feat:.2f}"
+            f" + FD {t_fd:.3f} + KID {t_kid:.2f}  ({1e3 * total / n:.3f} ms/sample)"
+        )
         per_sample = total / n
     return per_sample
 
@@ -100,13 +104,17 @@ def bench_inception(data, device, sizes, weights, small_n) -> float:
     space.features(images[:2])  # warm-up
     _, t_feat = timed(lambda: space.features(images))
     per_image = t_feat / n_feat
-    print(f"  features of {n_feat} generated images: {t_feat:.2f} s "
-          f"({1e3 * per_image:.2f} ms/image, measured)")  # fmt: skip
+    print(
+        f"  features of {n_feat} generated images: {t_feat:.2f} s "
+        f"({1e3 * per_image:.2f} ms/image, measured)"
+    )
     if cpu:  # real statistics need many images: random 2048-d features cost the same to reduce
         real = real_reference(_Random(), torch.empty(len(data.val), 1))
         seconds = per_image * len(data.val)
-        print(f"  real reference: {len(data.val)} val images would take {seconds:.0f} s "
-              "(extrapolated); FD and KID timed on random 2048-d features")  # fmt: skip
+        print(
+            f"  real reference: {len(data.val)} val images would take {seconds:.0f} s "
+            "(extrapolated); FD and KID timed on random 2048-d features"
+        )
     else:
         real, seconds = timed(lambda: real_reference(space, data.val.x))
         print(f"  real reference ({len(data.val)} val images, once per process): {seconds:.2f} s")
@@ -121,9 +129,11 @@ def bench_inception(data, device, sizes, weights, small_n) -> float:
             label = "measured"
         t_fd, t_kid = distance_costs(real, features)
         total = t_gen + t_features + t_fd + t_kid
-        print(f"  N={n:>6}: total {total:8.1f} s = generate {t_gen:.2f} + features "
-              f"{t_features:.1f} ({label}) + FD {t_fd:.2f} + KID {t_kid:.2f}  "
-              f"({1e3 * total / n:.2f} ms/sample, {label})")  # fmt: skip
+        print(
+            f"  N={n:>6}: total {total:8.1f} s = generate {t_gen:.2f} + features "
+            f"{t_features:.1f} ({label}) + FD {t_fd:.2f} + KID {t_kid:.2f}  "
+            f"({1e3 * total / n:.2f} ms/sample, {label})"
+        )
         per_sample = total / n
     return per_sample
 
@@ -151,8 +161,10 @@ def main() -> None:
     if weights is None and SHARED_WEIGHTS.is_file():
         weights = str(SHARED_WEIGHTS)
     data = load_data(DataSpec(args.dataset))
-    print(f"{data.summary()}; torch {torch.__version__}, {torch.get_num_threads()} CPU threads, "
-          f"load average {os.getloadavg()[0]:.1f}")  # fmt: skip
+    print(
+        f"{data.summary()}; torch {torch.__version__}, {torch.get_num_threads()} CPU threads, "
+        f"load average {os.getloadavg()[0]:.1f}"
+    )
     devices = [torch.device("cpu")]
     if torch.cuda.is_available():
         devices.append(torch.device("cuda"))
@@ -164,8 +176,10 @@ def main() -> None:
             continue
         inception = bench_inception(data, device, args.sizes, weights, args.inception_n)
         label = " (Inception features extrapolated)" if device.type == "cpu" else ""
-        ratios.append(f"{device}: inception/classifier cost per sample at N={max(args.sizes)}: "
-                      f"{inception / classifier:.0f}x{label}")  # fmt: skip
+        ratios.append(
+            f"{device}: inception/classifier cost per sample at N={max(args.sizes)}: "
+            f"{inception / classifier:.0f}x{label}"
+        )
     for line in ratios:
         print(line)
 

@@ -62,12 +62,19 @@ def bare_loop(data, epochs: int, seed: int = 0) -> float:
 
 def tunelab_trial(folder: Path, epochs: int, name: str) -> float:
     spec = StudySpec(
-        task="cnn", study_name=name, dataset="mnist5k", n_trials=1, epochs=epochs,
-        patience=epochs, pruner="none", device="cpu",
+        task="cnn",
+        study_name=name,
+        dataset="mnist5k",
+        n_trials=1,
+        epochs=epochs,
+        patience=epochs,
+        pruner="none",
+        device="cpu",
         storage=f"sqlite:///{folder / 'studies.db'}",
         tracking_uri=f"sqlite:///{folder / 'mlruns' / 'mlflow.db'}",
-        checkpoint_dir=str(folder / "checkpoints"), quiet=True,
-    )  # fmt: skip
+        checkpoint_dir=str(folder / "checkpoints"),
+        quiet=True,
+    )
     prepared = prepare(spec)  # data loading and checks, outside the timed region as for bare
     start = time.perf_counter()
     outcome = run_study(prepared)
@@ -86,8 +93,10 @@ def main() -> None:
         folder = Path(tmp)
         start = time.perf_counter()
         tunelab_trial(folder, 1, "schema-warm-up")  # creates both databases' schemas
-        print(f"first study in fresh databases (schemas + 1 epoch): "
-              f"{time.perf_counter() - start:.2f} s")  # fmt: skip
+        print(
+            f"first study in fresh databases (schemas + 1 epoch): "
+            f"{time.perf_counter() - start:.2f} s"
+        )
         bare, tuned = [], []
         for repeat in range(args.repeats):
             start = time.perf_counter()

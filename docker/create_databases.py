@@ -42,8 +42,12 @@ def database_targets(environ: dict[str, str]) -> list[tuple[str, dict]]:
             raise InputError(f"{variable} is not a database URL") from None
         if url.get_backend_name() != "postgresql" or not url.database:
             raise InputError(f"{variable} must be a postgresql URL naming a database")
-        connect = {"host": url.host or "localhost", "port": url.port or 5432,
-                   "user": url.username, "password": url.password}  # fmt: skip
+        connect = {
+            "host": url.host or "localhost",
+            "port": url.port or 5432,
+            "user": url.username,
+            "password": url.password,
+        }
         targets.append((url.database, {k: v for k, v in connect.items() if v is not None}))
     if not targets:
         raise InputError(f"set {' and/or '.join(URL_VARIABLES)}")
@@ -63,8 +67,10 @@ def connect(params: dict, deadline: float):
             if time.monotonic() >= deadline:
                 raise
             reason = str(exc).strip().splitlines()[0] if str(exc).strip() else "no answer"
-            print(f"waiting for PostgreSQL at {params['host']}:{params['port']}: {reason}",
-                  file=sys.stderr)  # fmt: skip
+            print(
+                f"waiting for PostgreSQL at {params['host']}:{params['port']}: {reason}",
+                file=sys.stderr,
+            )
             time.sleep(2)
 
 

@@ -220,6 +220,7 @@ def image_grid_png(images: torch.Tensor, nrow: int) -> bytes:
     from torchvision.utils import save_image
 
     buffer = io.BytesIO()
-    save_image(images.detach().float().clamp(0, 1).cpu(), buffer, nrow=nrow, padding=2,
-               format="png")  # fmt: skip
+    save_image(
+        images.detach().float().clamp(0, 1).cpu(), buffer, nrow=nrow, padding=2, format="png"
+    )
     return buffer.getvalue()

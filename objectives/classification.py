@@ -69,8 +69,9 @@ def _accuracy_and_loss(model: CNN, split: Split, smoothing: float = 0.0):
     with torch.inference_mode():
         for x, y in split.batches(EVAL_BATCH):
             logits = model(x)
-            total_loss += F.cross_entropy(logits, y, reduction="sum",
-                                          label_smoothing=smoothing).item()  # fmt: skip
+            total_loss += F.cross_entropy(
+                logits, y, reduction="sum", label_smoothing=smoothing
+            ).item()
             pred = logits.argmax(dim=1)
             correct += (pred == y).sum().item()
             predictions.append(pred)
@@ -98,13 +99,21 @@ class ClassificationTask(Task):
                 Param("lr_schedule", "categorical", choices=("constant", "cosine")),
                 Param("conv_blocks", "int", 1, 3),
                 Param("convs_per_block", "int", 1, 2),
-                Param("base_width", "categorical", choices=(16, 32, 48, 64),
-                      allowed=(8, 16, 24, 32, 48, 64, 96, 128)),  # fmt: skip
+                Param(
+                    "base_width",
+                    "categorical",
+                    choices=(16, 32, 48, 64),
+                    allowed=(8, 16, 24, 32, 48, 64, 96, 128),
+                ),
                 Param("kernel_size", "categorical", choices=(3, 5)),
                 Param("batch_norm", "categorical", choices=(False, True)),
                 Param("pooling", "categorical", choices=("max", "avg")),
-                Param("fc_width", "categorical", choices=(0, 64, 128, 256),
-                      allowed=(0, 16, 32, 64, 128, 256, 512)),  # fmt: skip
+                Param(
+                    "fc_width",
+                    "categorical",
+                    choices=(0, 64, 128, 256),
+                    allowed=(0, 16, 32, 64, 128, 256, 512),
+                ),
                 Param("dropout", "float", 0.0, 0.5),
                 Param("rotation", "float", 0.0, 20.0),
                 Param("hflip", "float", 0.0, 0.5),
@@ -230,7 +239,14 @@ def confusion_matrix_png(matrix: torch.Tensor, class_names: Any) -> bytes:
         for j in range(k):
             v = int(matrix[i, j])
             if v:
-                ax.text(j, i, v, ha="center", va="center", fontsize=7,
-                        color="white" if v > threshold else "black")  # fmt: skip
+                ax.text(
+                    j,
+                    i,
+                    v,
+                    ha="center",
+                    va="center",
+                    fontsize=7,
+                    color="white" if v > threshold else "black",
+                )
     ax.set_title("validation confusion matrix")
     return png_bytes(fig)

@@ -105,9 +105,14 @@ class DataBundle:
             return Split(s.x.to(device), s.y.to(device))
 
         return DataBundle(
-            self.name, move(self.train), move(self.val), move(self.test),
-            self.num_classes, self.class_names, self.source,
-        )  # fmt: skip
+            self.name,
+            move(self.train),
+            move(self.val),
+            move(self.test),
+            self.num_classes,
+            self.class_names,
+            self.source,
+        )
 
     def summary(self) -> str:
         c, (h, w) = self.channels, self.image_size

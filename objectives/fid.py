@@ -127,18 +127,25 @@ def frechet_distance(a: FeatureStats, b: FeatureStats) -> float:
 
 
 def kernel_distance(
-    real: torch.Tensor, fake: torch.Tensor, subsets: int = 100, subset_size: int = 1000,
+    real: torch.Tensor,
+    fake: torch.Tensor,
+    subsets: int = 100,
+    subset_size: int = 1000,
     seed: int = 0,
-) -> float:  # fmt: skip
+) -> float:
     """KID: torch-fidelity's unbiased MMD^2 with the cubic polynomial kernel, averaged over
     random subsets (subset_size is capped by both set sizes)."""
     from torch_fidelity.metric_kid import KEY_METRIC_KID_MEAN, kid_features_to_metric
 
     size = min(subset_size, len(real), len(fake))
     result = kid_features_to_metric(
-        real.detach().double().cpu(), fake.detach().double().cpu(),
-        kid_subsets=subsets, kid_subset_size=size, rng_seed=seed, verbose=False,
-    )  # fmt: skip
+        real.detach().double().cpu(),
+        fake.detach().double().cpu(),
+        kid_subsets=subsets,
+        kid_subset_size=size,
+        rng_seed=seed,
+        verbose=False,
+    )
     return float(result[KEY_METRIC_KID_MEAN])
 
 
@@ -179,9 +186,11 @@ class InceptionFeatures(FeatureSpace):
 
             with torch.random.fork_rng(devices=[]):  # initialising draws random numbers
                 net = FeatureExtractorInceptionV3(
-                    "inception-v3-compat", ["2048"], feature_extractor_weights_path=self.weights,
+                    "inception-v3-compat",
+                    ["2048"],
+                    feature_extractor_weights_path=self.weights,
                     verbose=False,
-                )  # fmt: skip
+                )
             self._extractors[device] = net.to(device).eval()
         return self._extractors[device]
 
@@ -249,9 +258,11 @@ class ClassifierFeatures(FeatureSpace):
 
     @classmethod
     def load_or_train(
-        cls, data: DataBundle, cache_dir: str | Path | None = None,
+        cls,
+        data: DataBundle,
+        cache_dir: str | Path | None = None,
         config: ClassifierFDConfig = ClassifierFDConfig(),
-    ) -> ClassifierFeatures:  # fmt: skip
+    ) -> ClassifierFeatures:
         """The cached classifier of this training split and config, trained on a miss."""
         folder = Path(cache_dir) if cache_dir is not None else default_cache_dir()
         stem = f"{_safe(data.name)}-{_fingerprint(data.train, config)}"
@@ -322,12 +333,17 @@ def _train_classifier(data: DataBundle, config: ClassifierFDConfig) -> dict:
     device = x.device
     dims = [0, 2, 3]
     net_config = CNNConfig(
-        in_channels=data.channels, image_size=data.image_size, num_classes=data.num_classes,
-        conv_blocks=config.conv_blocks, convs_per_block=config.convs_per_block,
-        base_width=config.base_width, fc_width=config.fc_width, dropout=config.dropout,
+        in_channels=data.channels,
+        image_size=data.image_size,
+        num_classes=data.num_classes,
+        conv_blocks=config.conv_blocks,
+        convs_per_block=config.convs_per_block,
+        base_width=config.base_width,
+        fc_width=config.fc_width,
+        dropout=config.dropout,
         input_mean=tuple(x.mean(dim=dims).tolist()),
         input_std=tuple(x.std(dim=dims).clamp_min(1e-6).tolist()),
-    )  # fmt: skip
+    )
     cuda = [device.index or 0] if device.type == "cuda" else []
     with torch.random.fork_rng(devices=cuda):
         torch.manual_seed(config.seed)
@@ -362,9 +378,11 @@ def _train_classifier(data: DataBundle, config: ClassifierFDConfig) -> dict:
 
 
 def make_feature_space(
-    name: str, data: DataBundle, cache_dir: str | Path | None = None,
+    name: str,
+    data: DataBundle,
+    cache_dir: str | Path | None = None,
     inception_weights: str | None = None,
-) -> FeatureSpace:  # fmt: skip
+) -> FeatureSpace:
     """A ready feature space by name (the classifier trained or loaded for this data set)."""
     if name == "fd_classifier":
         return ClassifierFeatures.load_or_train(data, cache_dir)

@@ -285,9 +285,12 @@ class GANTask(Task):
 
     @staticmethod
     def _discriminator_loss(
-        disc: Discriminator, real: torch.Tensor, fake: torch.Tensor, hp: GANHParams,
+        disc: Discriminator,
+        real: torch.Tensor,
+        fake: torch.Tensor,
+        hp: GANHParams,
         generator: torch.Generator,
-    ) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """The discriminator's loss and its diagnostic (accuracy or critic gap), detached."""
         if hp.loss == "ns":
             real = real.requires_grad_(hp.r1)
@@ -315,17 +318,21 @@ class GANTask(Task):
         z = torch.randn(n, latent, generator=noise_source).to(device)
         gen.eval()
         with torch.inference_mode():
-            return torch.cat([_to_unit(gen(z[i : i + GENERATE_BATCH]))
-                              for i in range(0, n, GENERATE_BATCH)])  # fmt: skip
+            return torch.cat(
+                [_to_unit(gen(z[i : i + GENERATE_BATCH])) for i in range(0, n, GENERATE_BATCH)]
+            )
 
     def evaluate(
         self, parts: Parts, hp: GANHParams, data: DataBundle, ctx: EpochContext
     ) -> dict[str, float]:
         space, reference, real_std = self._reference(data)
         images = self._generate(
-            parts.modules["generator"], self.options.fid_samples, hp.latent_size,
-            EVAL_NOISE_SEED, data.val.x.device,
-        )  # fmt: skip
+            parts.modules["generator"],
+            self.options.fid_samples,
+            hp.latent_size,
+            EVAL_NOISE_SEED,
+            data.val.x.device,
+        )
         diversity = images.std(dim=0).mean().item() / max(real_std, 1e-12)
         if diversity < COLLAPSE_RATIO:
             raise Diverged(

@@ -21,9 +21,12 @@ def make_optimizer(
 ) -> torch.optim.Optimizer:
     if name == "sgd":
         return torch.optim.SGD(
-            params, lr=lr, momentum=momentum, nesterov=nesterov and momentum > 0,
+            params,
+            lr=lr,
+            momentum=momentum,
+            nesterov=nesterov and momentum > 0,
             weight_decay=weight_decay,
-        )  # fmt: skip
+        )
     if name == "adam":
         return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, betas=betas)
     if name == "adamw":

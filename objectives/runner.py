@@ -215,8 +215,13 @@ class Objective:
         recorder: TrialRecorder,
     ) -> dict[str, Any]:
         """Training state to start from: fresh, or the last epoch of the trial retried here."""
-        fresh = {"epoch": 0, "best_value": None, "best_epoch": 0, "since_best": 0,
-                 "best_weights": None}  # fmt: skip
+        fresh = {
+            "epoch": 0,
+            "best_value": None,
+            "best_epoch": 0,
+            "since_best": 0,
+            "best_weights": None,
+        }
         path = self._checkpoint_path(source) if source is not None else None
         if path is None or not path.exists():
             return fresh
@@ -227,8 +232,12 @@ class Objective:
         state = payload["loop"]
         # The dead trial's curve came over with the retry (inherit_intermediate_values).
         trial.set_user_attr(RESUMED_FROM_ATTR, int(source))
-        recorder.set_tags({"tunelab.resumed_from_trial": str(source),
-                           "tunelab.resumed_at_epoch": str(state["epoch"])})  # fmt: skip
+        recorder.set_tags(
+            {
+                "tunelab.resumed_from_trial": str(source),
+                "tunelab.resumed_at_epoch": str(state["epoch"]),
+            }
+        )
         return state
 
 

@@ -55,37 +55,85 @@ def _tracking_default() -> str:
 
 StorageOpt = Annotated[
     str | None,
-    typer.Option("--storage", help="Optuna storage URL [default: $TUNELAB_STORAGE or "
-                 f"{DEFAULT_STORAGE}]"),  # fmt: skip
+    typer.Option(
+        "--storage", help=f"Optuna storage URL [default: $TUNELAB_STORAGE or {DEFAULT_STORAGE}]"
+    ),
 ]
 
 
 @app.command()
 def run(
     task: Annotated[str, typer.Argument(help="Task: cnn, vae or gan.")],
-    study_name: Annotated[str | None, typer.Option(help="Study name [default: TASK-DATASET].")] = None,
-    n_trials: Annotated[int | None, typer.Option(help="Total target of finished trials [20].")] = None,
-    timeout: Annotated[float | None, typer.Option(help="Seconds after which no trial starts.")] = None,
+    study_name: Annotated[
+        str | None, typer.Option(help="Study name [default: TASK-DATASET].")
+    ] = None,
+    n_trials: Annotated[
+        int | None, typer.Option(help="Total target of finished trials [20].")
+    ] = None,
+    timeout: Annotated[
+        float | None, typer.Option(help="Seconds after which no trial starts.")
+    ] = None,
     epochs: Annotated[int | None, typer.Option(help="Maximum epochs per trial [10].")] = None,
-    patience: Annotated[int | None, typer.Option(help="Early-stopping patience in epochs [3].")] = None,
-    dataset: Annotated[str | None, typer.Option(help="mnist5k, digits, mnist, fashion-mnist, kmnist, cifar10 or folder:PATH [mnist5k].")] = None,
-    data_dir: Annotated[str | None, typer.Option(help="Root of torchvision data sets [data].")] = None,
-    limit_train: Annotated[int | None, typer.Option(help="Tune on N stratified training images.")] = None,
+    patience: Annotated[
+        int | None, typer.Option(help="Early-stopping patience in epochs [3].")
+    ] = None,
+    dataset: Annotated[
+        str | None,
+        typer.Option(
+            help="mnist5k, digits, mnist, fashion-mnist, kmnist, cifar10 or folder:PATH [mnist5k]."
+        ),
+    ] = None,
+    data_dir: Annotated[
+        str | None, typer.Option(help="Root of torchvision data sets [data].")
+    ] = None,
+    limit_train: Annotated[
+        int | None, typer.Option(help="Tune on N stratified training images.")
+    ] = None,
     storage: StorageOpt = None,
-    tracking_uri: Annotated[str | None, typer.Option(help="MLflow tracking URI [$MLFLOW_TRACKING_URI or sqlite:///mlruns/mlflow.db].")] = None,
-    sampler: Annotated[str | None, typer.Option(help="tpe, random, cmaes, gp or qmc [tpe].")] = None,
-    pruner: Annotated[str | None, typer.Option(help="hyperband, median, asha, patient or none [hyperband].")] = None,
+    tracking_uri: Annotated[
+        str | None,
+        typer.Option(
+            help="MLflow tracking URI [$MLFLOW_TRACKING_URI or sqlite:///mlruns/mlflow.db]."
+        ),
+    ] = None,
+    sampler: Annotated[
+        str | None, typer.Option(help="tpe, random, cmaes, gp or qmc [tpe].")
+    ] = None,
+    pruner: Annotated[
+        str | None, typer.Option(help="hyperband, median, asha, patient or none [hyperband].")
+    ] = None,
     seed: Annotated[int | None, typer.Option(help="Seed of the sampler and training [0].")] = None,
     device: Annotated[str | None, typer.Option(help="auto, cpu, cuda or mps [auto].")] = None,
-    config: Annotated[str | None, typer.Option(help="YAML file: options and search-space narrowing.")] = None,
-    checkpoint_dir: Annotated[str | None, typer.Option(help="Per-epoch checkpoints for crash recovery [checkpoints].")] = None,
-    heartbeat_interval: Annotated[int | None, typer.Option(help="Seconds between trial heartbeats [10].")] = None,
-    grace_period: Annotated[int | None, typer.Option(help="Seconds without heartbeat before a trial is retried [30].")] = None,
-    workers: Annotated[int | None, typer.Option(help="Worker processes on this machine [1; one per GPU when there are several].")] = None,
-    feature_space: Annotated[str | None, typer.Option(help="gan: fd_classifier, fid_inception or auto [auto: Inception on a GPU with weights].")] = None,
-    inception_weights: Annotated[str | None, typer.Option(help="gan: local Inception-v3 FID weights [$TUNELAB_INCEPTION_WEIGHTS].")] = None,
+    config: Annotated[
+        str | None, typer.Option(help="YAML file: options and search-space narrowing.")
+    ] = None,
+    checkpoint_dir: Annotated[
+        str | None, typer.Option(help="Per-epoch checkpoints for crash recovery [checkpoints].")
+    ] = None,
+    heartbeat_interval: Annotated[
+        int | None, typer.Option(help="Seconds between trial heartbeats [10].")
+    ] = None,
+    grace_period: Annotated[
+        int | None, typer.Option(help="Seconds without heartbeat before a trial is retried [30].")
+    ] = None,
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            help="Worker processes on this machine [1; one per GPU when there are several]."
+        ),
+    ] = None,
+    feature_space: Annotated[
+        str | None,
+        typer.Option(
+            help="gan: fd_classifier, fid_inception or auto [auto: Inception on a GPU with weights]."
+        ),
+    ] = None,
+    inception_weights: Annotated[
+        str | None,
+        typer.Option(help="gan: local Inception-v3 FID weights [$TUNELAB_INCEPTION_WEIGHTS]."),
+    ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress display.")] = False,
-) -> None:  # fmt: skip
+) -> None:
     """Create or resume a study and run it to its target number of finished trials."""
     options = {k: v for k, v in locals().items() if k not in ("task", "config")}
     spec = _spec(task, config, options)
@@ -145,11 +193,15 @@ def _spec(task: str, config: str | None, options: dict):
 def worker(
     study: Annotated[str, typer.Argument(help="Name of an existing study.")],
     storage: StorageOpt = None,
-    tracking_uri: Annotated[str | None, typer.Option(help="MLflow tracking URI [the study's].")] = None,
+    tracking_uri: Annotated[
+        str | None, typer.Option(help="MLflow tracking URI [the study's].")
+    ] = None,
     device: Annotated[str | None, typer.Option(help="auto, cpu, cuda or mps [auto].")] = None,
-    worker_index: Annotated[int | None, typer.Option(hidden=True, help="Seed stream of this worker.")] = None,
+    worker_index: Annotated[
+        int | None, typer.Option(hidden=True, help="Seed stream of this worker.")
+    ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress display.")] = False,
-) -> None:  # fmt: skip
+) -> None:
     """Join an existing study (from another shell, container or machine) until its target."""
     from search.study import join_spec
 
@@ -170,8 +222,11 @@ def _run_and_report(spec, worker_index: int = 0) -> None:
         study = open_study(prepared)
         attach_parent_run(prepared, study)  # one parent run before the workers start
         if spec.storage.startswith("sqlite"):
-            _say("note: several workers share SQLite through file locks; use PostgreSQL "
-                 "for shared or multi-machine work", False)  # fmt: skip
+            _say(
+                "note: several workers share SQLite through file locks; use PostgreSQL "
+                "for shared or multi-machine work",
+                False,
+            )
         code = launch_workers(spec, spec.workers, study)
         _summary(spec, study, None)
         if code:
@@ -201,8 +256,10 @@ def _summary(spec, study, finished: int | None) -> None:
     except SpecError:
         print("no complete trial yet")
         return
-    print(f"best trial {info['trial']}: {info['metric']} = {info['value']:.6g} "
-          f"(epoch {info['best_epoch']}, MLflow run {info['mlflow_run_id']})")  # fmt: skip
+    print(
+        f"best trial {info['trial']}: {info['metric']} = {info['value']:.6g} "
+        f"(epoch {info['best_epoch']}, MLflow run {info['mlflow_run_id']})"
+    )
     for name, value in info["params"].items():
         print(f"  {name} = {value}")
     me = sys.argv[0] if Path(sys.argv[0]).name == "tunelab" else "tunelab"
@@ -225,13 +282,32 @@ def studies(storage: StorageOpt = None) -> None:
     if not rows:
         print("no studies")
         return
-    table = Table("study", "task", "data set", "metric", "direction", "finished", "pruned",
-                  "failed", "target", "best")  # fmt: skip
+    table = Table(
+        "study",
+        "task",
+        "data set",
+        "metric",
+        "direction",
+        "finished",
+        "pruned",
+        "failed",
+        "target",
+        "best",
+    )
     for r in rows:
         best = "-" if r["best"] is None else f"{r['best']:.6g}"
-        table.add_row(r["name"], r["task"], r["dataset"], r["metric"], r["direction"],
-                      str(r["complete"] + r["pruned"]), str(r["pruned"]), str(r["failed"]),
-                      str(r["target"] or "-"), best)  # fmt: skip
+        table.add_row(
+            r["name"],
+            r["task"],
+            r["dataset"],
+            r["metric"],
+            r["direction"],
+            str(r["complete"] + r["pruned"]),
+            str(r["pruned"]),
+            str(r["failed"]),
+            str(r["target"] or "-"),
+            best,
+        )
     console = Console()
     if not console.is_terminal:  # piped: don't squeeze the table into 80 columns
         console = Console(width=200)

@@ -62,9 +62,13 @@ def report(
     storage: StorageOpt = None,
     out: Annotated[str | None, typer.Option("--out", help="Output folder [reports/STUDY].")] = None,
     tracking_uri: StoredTrackingOpt = None,
-    mlflow: Annotated[bool, typer.Option("--mlflow/--no-mlflow",
-                      help="Log the report to the study's MLflow parent run.")] = True,
-) -> None:  # fmt: skip
+    mlflow: Annotated[
+        bool,
+        typer.Option(
+            "--mlflow/--no-mlflow", help="Log the report to the study's MLflow parent run."
+        ),
+    ] = True,
+) -> None:
     """Write an HTML report of a study (figures, importances, pruning) and log it to MLflow."""
     from search.report import REPORT_ARTIFACT_DIR, make_report
 
@@ -78,29 +82,39 @@ def report(
 
 def evaluate(
     study: Annotated[str, typer.Argument(help="Study name.")],
-    seeds: Annotated[int, typer.Option("--seeds", min=1, help="Retrainings, each scored once "
-                                       "on the test split [3].")] = 3,
+    seeds: Annotated[
+        int,
+        typer.Option("--seeds", min=1, help="Retrainings, each scored once on the test split [3]."),
+    ] = 3,
     storage: StorageOpt = None,
     tracking_uri: StoredTrackingOpt = None,
-    device: Annotated[str | None, typer.Option("--device",
-                      help="auto, cpu, cuda or mps [the study's].")] = None,
-) -> None:  # fmt: skip
+    device: Annotated[
+        str | None, typer.Option("--device", help="auto, cpu, cuda or mps [the study's].")
+    ] = None,
+) -> None:
     """Retrain the best configuration on train + validation and score the test split once."""
     from rich.console import Console
 
     from search.cli import interruptible
     from search.evaluate import EvaluationConfig, evaluate_study, summary_table
 
-    config = EvaluationConfig(study=study, storage=_storage(storage), seeds=seeds,
-                              tracking_uri=tracking_uri, device=device)  # fmt: skip
+    config = EvaluationConfig(
+        study=study,
+        storage=_storage(storage),
+        seeds=seeds,
+        tracking_uri=tracking_uri,
+        device=device,
+    )
     result = interruptible(lambda: evaluate_study(config, say=_say))
     console = Console()
     if not console.is_terminal:  # piped: don't squeeze the table into 80 columns
         console = Console(width=160)
     console.print(summary_table(result))
     print(f"MLflow run {result.run_id} (tag tunelab.evaluation=true)")
-    print(f"registered model {result.model_name} version {result.model_version} "
-          f"({result.registered_module}, seed {result.best_seed})")  # fmt: skip
+    print(
+        f"registered model {result.model_name} version {result.model_version} "
+        f"({result.registered_module}, seed {result.best_seed})"
+    )
 
 
 def _say(text: str) -> None:
@@ -136,12 +150,16 @@ def dashboard(
 
 
 def ui(
-    tracking_uri: Annotated[str | None, typer.Option("--tracking-uri",
-                            help="MLflow tracking URI [$MLFLOW_TRACKING_URI or "
-                            f"{DEFAULT_TRACKING_URI}].")] = None,
+    tracking_uri: Annotated[
+        str | None,
+        typer.Option(
+            "--tracking-uri",
+            help=f"MLflow tracking URI [$MLFLOW_TRACKING_URI or {DEFAULT_TRACKING_URI}].",
+        ),
+    ] = None,
     port: UiPortOpt = 5000,
     host: HostOpt = LOCALHOST,
-) -> None:  # fmt: skip
+) -> None:
     """Serve the MLflow UI on the tracking store until Ctrl-C."""
     from search.report import open_tracking
     from search.tracking import local_artifact_root, telemetry_env
@@ -152,8 +170,20 @@ def ui(
         return
     open_tracking(uri)  # one line if the store is missing or unreachable
     _check_port(host, port)
-    command = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", uri,
-               "--host", host, "--port", str(port), "--workers", "1"]  # fmt: skip
+    command = [
+        sys.executable,
+        "-m",
+        "mlflow",
+        "server",
+        "--backend-store-uri",
+        uri,
+        "--host",
+        host,
+        "--port",
+        str(port),
+        "--workers",
+        "1",
+    ]
     root = local_artifact_root(uri)
     if root is not None:
         # Runs logged here keep their own absolute artifact locations; this folder is only

@@ -91,11 +91,20 @@ class StudySpec:
         except TypeError:  # e.g. a string where a number belongs, from a config file
             types = {f.name: f.type for f in fields()}
             wrong = [
-                n for n in ("n_trials", "epochs", "patience", "workers", "limit_train",
-                            "timeout", "seed", "heartbeat_interval", "grace_period")
-                if getattr(self, n) is not None
-                and not isinstance(getattr(self, n), (int, float))
-            ]  # fmt: skip
+                n
+                for n in (
+                    "n_trials",
+                    "epochs",
+                    "patience",
+                    "workers",
+                    "limit_train",
+                    "timeout",
+                    "seed",
+                    "heartbeat_interval",
+                    "grace_period",
+                )
+                if getattr(self, n) is not None and not isinstance(getattr(self, n), (int, float))
+            ]
             names = ", ".join(f"{n} ({types[n]})" for n in wrong) or "an option"
             raise SpecError(f"wrong type for {names}") from None
 
@@ -121,8 +130,14 @@ class StudySpec:
                 raise SpecError(
                     f"unknown {name} '{getattr(self, name)}'; known: {', '.join(known)}"
                 )
-        for name in ("n_trials", "epochs", "patience", "workers", "heartbeat_interval",
-                     "grace_period"):  # fmt: skip
+        for name in (
+            "n_trials",
+            "epochs",
+            "patience",
+            "workers",
+            "heartbeat_interval",
+            "grace_period",
+        ):
             if getattr(self, name) < 1:
                 raise SpecError(f"--{name.replace('_', '-')} must be at least 1")
         if self.limit_train is not None and self.limit_train < 1:
@@ -137,10 +152,24 @@ class StudySpec:
 
     # -- persistence on the study ----------------------------------------------------------
 
-    STORED_FIELDS = ("task", "dataset", "data_dir", "limit_train", "epochs", "patience",
-                     "tracking_uri", "sampler", "pruner", "seed", "params", "task_options",
-                     "n_trials", "checkpoint_dir", "heartbeat_interval",
-                     "grace_period")  # fmt: skip
+    STORED_FIELDS = (
+        "task",
+        "dataset",
+        "data_dir",
+        "limit_train",
+        "epochs",
+        "patience",
+        "tracking_uri",
+        "sampler",
+        "pruner",
+        "seed",
+        "params",
+        "task_options",
+        "n_trials",
+        "checkpoint_dir",
+        "heartbeat_interval",
+        "grace_period",
+    )
     IDENTITY_FIELDS = ("task", "dataset", "limit_train", "params", "task_options")
     """Fields a resumed study must keep: changing them would mix incomparable trials."""
 

@@ -136,9 +136,14 @@ def retraining_data(data: DataBundle) -> DataBundle:
     """Train on train + validation; the test split stands where the task looks for validation."""
     merged = Split(torch.cat([data.train.x, data.val.x]), torch.cat([data.train.y, data.val.y]))
     return DataBundle(
-        name=data.name, train=merged, val=data.test, test=data.test,
-        num_classes=data.num_classes, class_names=data.class_names, source=data,
-    )  # fmt: skip
+        name=data.name,
+        train=merged,
+        val=data.test,
+        test=data.test,
+        num_classes=data.num_classes,
+        class_names=data.class_names,
+        source=data,
+    )
 
 
 def retrain(
@@ -225,8 +230,9 @@ def serving_model(parts: Parts, data: DataBundle, seed: int) -> ServingModel:
     if "generator" in modules:
         module = modules["generator"]
         size = _latent_size(module)
-        return ServingModel(module, torch.randn(EXAMPLE_ROWS, size, generator=generator),
-                            "generator")  # fmt: skip
+        return ServingModel(
+            module, torch.randn(EXAMPLE_ROWS, size, generator=generator), "generator"
+        )
     if len(modules) != 1:
         raise SpecError(f"no module to register among {', '.join(modules)}")
     (module,) = modules.values()
@@ -239,8 +245,9 @@ def serving_model(parts: Parts, data: DataBundle, seed: int) -> ServingModel:
             torch.nn.Sigmoid(),
         ).eval()
         size = _latent_size(module)
-        return ServingModel(decoder, torch.randn(EXAMPLE_ROWS, size, generator=generator),
-                            "vae-decoder")  # fmt: skip
+        return ServingModel(
+            decoder, torch.randn(EXAMPLE_ROWS, size, generator=generator), "vae-decoder"
+        )
     return ServingModel(module, data.test.x[:EXAMPLE_ROWS].to("cpu"), "classifier")
 
 
@@ -310,8 +317,13 @@ def evaluate_study(config: EvaluationConfig, say=print) -> Evaluation:
         raise SpecError("--seeds must be at least 1")
     study = load_study(config.study, config.storage)
     info = best_trial_info(study)
-    spec = stored_spec(study, storage=config.storage, tracking_uri=config.tracking_uri,
-                       device=config.device, quiet=True)  # fmt: skip
+    spec = stored_spec(
+        study,
+        storage=config.storage,
+        tracking_uri=config.tracking_uri,
+        device=config.device,
+        quiet=True,
+    )
     best = study.best_trial
     epochs = best.user_attrs.get("best_epoch")
     if not epochs:
@@ -322,8 +334,10 @@ def evaluate_study(config: EvaluationConfig, say=print) -> Evaluation:
     hp = task.suggest(optuna.trial.FixedTrial(best.params), prepared.space)
     data = retraining_data(prepared.data)
     seeds = tuple(trial_seed(spec.seed, EVAL_SEED_OFFSET + i) for i in range(config.seeds))
-    say(f"retraining trial {best.number} of '{config.study}' for {epochs} epochs on "
-        f"{len(data.train)} train + val images, {len(seeds)} seeds, device {device}")  # fmt: skip
+    say(
+        f"retraining trial {best.number} of '{config.study}' for {epochs} epochs on "
+        f"{len(data.train)} train + val images, {len(seeds)} seeds, device {device}"
+    )
     runs = []
     for i, seed in enumerate(seeds, start=1):
         try:
@@ -371,10 +385,18 @@ def evaluate_study(config: EvaluationConfig, say=print) -> Evaluation:
         raise
     client.set_terminated(run_id, "FINISHED")
     return Evaluation(
-        study=config.study, trial=best.number, epochs=int(epochs), objective=objective,
-        summaries=summaries, seeds=seeds, best_seed=best_run.seed, run_id=run_id,
-        model_name=model_name, model_version=version, registered_module=serving.kind,
-    )  # fmt: skip
+        study=config.study,
+        trial=best.number,
+        epochs=int(epochs),
+        objective=objective,
+        summaries=summaries,
+        seeds=seeds,
+        best_seed=best_run.seed,
+        run_id=run_id,
+        model_name=model_name,
+        model_version=version,
+        registered_module=serving.kind,
+    )
 
 
 def _log_run(client, run_id, hp, spec, trial, epochs, seeds, runs, summaries) -> None:
@@ -395,18 +417,28 @@ def _log_run(client, run_id, hp, spec, trial, epochs, seeds, runs, summaries) ->
             metrics.append(Metric(s.name, s.mean, now, 0))
             continue
         low, high = s.interval
-        values = {s.name: s.mean, f"{s.name}_std": s.std, f"{s.name}_ci95_low": low,
-                  f"{s.name}_ci95_high": high}  # fmt: skip
+        values = {
+            s.name: s.mean,
+            f"{s.name}_std": s.std,
+            f"{s.name}_ci95_low": low,
+            f"{s.name}_ci95_high": high,
+        }
         metrics += [Metric(k, v, now, 0) for k, v in values.items() if math.isfinite(v)]
         # one chart per metric in MLflow's "seed" section: the value of each seed, by index
         metrics += [Metric(f"seed/{s.name}", v, now, i) for i, v in enumerate(s.values)]
-    client.log_batch(run_id, metrics=metrics,
-                     params=[Param(k, str(v)) for k, v in params.items()])  # fmt: skip
+    client.log_batch(run_id, metrics=metrics, params=[Param(k, str(v)) for k, v in params.items()])
     summary = {
         "seeds": list(seeds),
-        "metrics": {s.name: {"mean": s.mean, "std": s.std, "ci95": list(s.interval),
-                             "values": list(s.values)} for s in summaries},
-    }  # fmt: skip
+        "metrics": {
+            s.name: {
+                "mean": s.mean,
+                "std": s.std,
+                "ci95": list(s.interval),
+                "values": list(s.values),
+            }
+            for s in summaries
+        },
+    }
     with tempfile.TemporaryDirectory(prefix="tunelab-eval-") as tmp:
         root = Path(tmp)
         (root / "evaluation.json").write_text(json.dumps(summary, indent=2, allow_nan=True))
@@ -423,15 +455,22 @@ def summary_table(evaluation: Evaluation):
     from rich.table import Table
 
     pct = f"{CONFIDENCE:.0%}"
-    table = Table("metric", "mean", f"{pct} t-interval", "std", "per seed",
-                  title=f"{evaluation.study}: test split, {len(evaluation.seeds)} seeds, "
-                  f"{evaluation.epochs} epochs (trial {evaluation.trial})")  # fmt: skip
+    table = Table(
+        "metric",
+        "mean",
+        f"{pct} t-interval",
+        "std",
+        "per seed",
+        title=f"{evaluation.study}: test split, {len(evaluation.seeds)} seeds, "
+        f"{evaluation.epochs} epochs (trial {evaluation.trial})",
+    )
     ordered = sorted(evaluation.summaries, key=lambda s: (s.name != evaluation.objective, s.name))
     for s in ordered:
         low, high = s.interval
         spread = not (s.constant or math.isnan(low))
         interval = f"[{low:.4g}, {high:.4g}]" if spread else "-"
         std = f"{s.std:.3g}" if spread else "-"
-        table.add_row(s.name, f"{s.mean:.5g}", interval, std,
-                      " ".join(f"{v:.4g}" for v in s.values))  # fmt: skip
+        table.add_row(
+            s.name, f"{s.mean:.5g}", interval, std, " ".join(f"{v:.4g}" for v in s.values)
+        )
     return table

@@ -14,8 +14,15 @@ from objectives.base import RunStatus, TrialRecorder
 class StudyProgress:
     """One bar for the study's finished trials, one line for the running trial's epochs."""
 
-    def __init__(self, study_name: str, target: int, done: int, max_epochs: int,
-                 direction: str, console: Console | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        study_name: str,
+        target: int,
+        done: int,
+        max_epochs: int,
+        direction: str,
+        console: Console | None = None,
+    ) -> None:
         self.direction = direction
         self.best: float | None = None
         self.max_epochs = max_epochs
@@ -53,8 +60,9 @@ class StudyProgress:
 class _ProgressRecorder:
     """Passes everything on to the real recorder and shows the epoch's objective."""
 
-    def __init__(self, display: StudyProgress, inner: TrialRecorder, number: int,
-                 metric: str) -> None:  # fmt: skip
+    def __init__(
+        self, display: StudyProgress, inner: TrialRecorder, number: int, metric: str
+    ) -> None:
         self.display, self.inner, self.number, self.metric = display, inner, number, metric
         self.best: float | None = None
         display.update(f"trial {number}: starting")

@@ -216,8 +216,11 @@ def param_importances(
             f"Importances need at least {config.min_trials_for_importance} complete trials; "
             f"this study has {len(complete)}."
         )
-    varied = {n for n in {p for t in complete for p in t.params}
-              if len({repr(t.params.get(n)) for t in complete}) > 1}  # fmt: skip
+    varied = {
+        n
+        for n in {p for t in complete for p in t.params}
+        if len({repr(t.params.get(n)) for t in complete}) > 1
+    }
     if not varied:
         return {}, "No parameter varies across the complete trials: nothing to attribute."
     # Named explicitly: PED-ANOVA is the default from Optuna 5 on (fANOVA before).
@@ -249,8 +252,7 @@ def importance_figure(importances: dict[str, dict[str, float]], study_name: str)
     from plotly.subplots import make_subplots
 
     labels = list(importances)
-    figure = make_subplots(rows=1, cols=len(labels), subplot_titles=labels,
-                           horizontal_spacing=0.2)  # fmt: skip
+    figure = make_subplots(rows=1, cols=len(labels), subplot_titles=labels, horizontal_spacing=0.2)
     for column, label in enumerate(labels, start=1):
         values = importances[label]
         names = list(values)[::-1]  # plotly draws bars bottom-up
@@ -263,7 +265,7 @@ def importance_figure(importances: dict[str, dict[str, float]], study_name: str)
                 text=[f"{values[n]:.2f}" for n in names],
                 textposition="auto",
                 showlegend=False,
-            ),  # fmt: skip
+            ),
             row=1,
             col=column,
         )
@@ -326,11 +328,21 @@ def build_sections(study: optuna.Study, metric: str, config: ReportConfig) -> li
     add("parallel", lambda: vis.plot_parallel_coordinate(study, target_name=metric))
     add("slice", lambda: vis.plot_slice(study, target_name=metric))
     if any(t.intermediate_values for t in study.get_trials(deepcopy=False)):
-        sections.append(Section("intermediate", FIGURE_TITLES["intermediate"],
-                                intermediate_values_figure(study, metric)))  # fmt: skip
+        sections.append(
+            Section(
+                "intermediate",
+                FIGURE_TITLES["intermediate"],
+                intermediate_values_figure(study, metric),
+            )
+        )
     else:
-        sections.append(Section("intermediate", FIGURE_TITLES["intermediate"],
-                                note="No trial reported intermediate values."))  # fmt: skip
+        sections.append(
+            Section(
+                "intermediate",
+                FIGURE_TITLES["intermediate"],
+                note="No trial reported intermediate values.",
+            )
+        )
     add("timeline", lambda: vis.plot_timeline(study), needs_complete=False)
     return sections
 
@@ -384,8 +396,9 @@ def summary_html(
         f"epoch {best.user_attrs.get('best_epoch', '?')}, MLflow run "
         f"{html.escape(str(best.user_attrs.get('mlflow_run_id', '-')))}).</p>"
     )
-    lines.append(_table(["parameter", "best value"],
-                        [(k, _format(v)) for k, v in best.params.items()]))  # fmt: skip
+    lines.append(
+        _table(["parameter", "best value"], [(k, _format(v)) for k, v in best.params.items()])
+    )
     widen = [w for w in warnings if not w.at_floor]
     floor = [w for w in warnings if w.at_floor]
     if widen:
@@ -398,8 +411,9 @@ def summary_html(
         lines.append("<p>No tuned numeric parameter sits at an edge it could be widened past.</p>")
     if floor:
         items = "".join(f"<li>{html.escape(w.message())}</li>" for w in floor)
-        lines.append(f"<p>Best with the setting off (at 0, the floor of its range):</p>"
-                     f"<ul>{items}</ul>")  # fmt: skip
+        lines.append(
+            f"<p>Best with the setting off (at 0, the floor of its range):</p><ul>{items}</ul>"
+        )
     return "\n".join(lines)
 
 
@@ -429,8 +443,9 @@ def render_html(study_name: str, summary: str, sections: Sequence[Section], prun
             )
         if section.note:
             body += f"<p class='note'>{html.escape(section.note)}</p>"
-        parts.append(f"<section id='{section.key}'><h2>{html.escape(section.title)}</h2>"
-                     f"{body}</section>")  # fmt: skip
+        parts.append(
+            f"<section id='{section.key}'><h2>{html.escape(section.title)}</h2>{body}</section>"
+        )
     title = html.escape(f"tunelab report: {study_name}")
     return (
         "<!DOCTYPE html>\n<html><head><meta charset='utf-8'>"
@@ -467,8 +482,12 @@ def write_report(
             # "directory": the figure files share one plotly.min.js beside them
             section.figure.write_html(path, include_plotlyjs="directory", full_html=True)
             figures.append(path)
-    page = render_html(study.study_name, summary_html(study, metric, spec, warnings), sections,
-                       pruning_html(pruning))  # fmt: skip
+    page = render_html(
+        study.study_name,
+        summary_html(study, metric, spec, warnings),
+        sections,
+        pruning_html(pruning),
+    )
     report = out / "report.html"
     report.write_text(page, encoding="utf-8")
     return ReportFiles(html=report, figures=tuple(figures), edge_warnings=tuple(warnings))

@@ -89,7 +89,7 @@ def make_sampler(name: str, seed: int | None) -> optuna.samplers.BaseSampler:
         # multivariate + group: TPE models parameters jointly, conditional ones per group.
         "tpe": lambda: optuna.samplers.TPESampler(
             seed=seed, multivariate=True, group=True, n_startup_trials=5
-        ),  # fmt: skip
+        ),
         "random": lambda: optuna.samplers.RandomSampler(seed=seed),
         "cmaes": lambda: optuna.samplers.CmaEsSampler(seed=seed),
         "gp": lambda: optuna.samplers.GPSampler(seed=seed),
@@ -277,9 +277,7 @@ def run_study(
     status, reason = "KILLED", None
     try:
         if count_finished(study) < spec.n_trials:
-            study.optimize(
-                objective, timeout=spec.timeout, callbacks=[StopAtTarget(spec.n_trials)]
-            )
+            study.optimize(objective, timeout=spec.timeout, callbacks=[StopAtTarget(spec.n_trials)])
         finished = count_finished(study)
         status = "FINISHED" if finished >= spec.n_trials else "KILLED"
     except KeyboardInterrupt:
@@ -308,9 +306,14 @@ def load_study(name: str, storage_url: str) -> optuna.Study:
 def attach_parent_run(prepared: Prepared, study: optuna.Study) -> StudyTracker:
     """The study's MLflow parent run, created before several workers start."""
     tracker = StudyTracker(prepared.spec.tracking_uri, prepared.spec.name)
-    tracker.attach_parent(study, {"tunelab.task": prepared.task.name,
-                                  "tunelab.dataset": prepared.spec.dataset,
-                                  "tunelab.metric": prepared.task.metric})  # fmt: skip
+    tracker.attach_parent(
+        study,
+        {
+            "tunelab.task": prepared.task.name,
+            "tunelab.dataset": prepared.spec.dataset,
+            "tunelab.metric": prepared.task.metric,
+        },
+    )
     return tracker
 
 
@@ -333,8 +336,14 @@ def join_spec(
     """The spec of an existing study, as a worker joining it from anywhere runs it."""
     with_retries(lambda: check_database(storage_url))
     study = load_study(name, storage_url)
-    spec = stored_spec(study, storage=storage_url, tracking_uri=tracking_uri, device=device,
-                       quiet=quiet or None, workers=1)  # fmt: skip
+    spec = stored_spec(
+        study,
+        storage=storage_url,
+        tracking_uri=tracking_uri,
+        device=device,
+        quiet=quiet or None,
+        workers=1,
+    )
     with_retries(lambda: check_tracking_uri(spec.tracking_uri))
     return spec.validate()
 

@@ -146,10 +146,14 @@ class StudyTracker:
         except Exception:  # deleted, or never created before the crash
             return
         if run.info.status == "RUNNING":
-            self.client.log_batch(run_id, tags=[
-                RunTag("tunelab.recovered", "true"), RunTag("optuna.state", "FAIL"),
-                RunTag("fail_reason", "worker died (stale heartbeat)"),
-            ])  # fmt: skip
+            self.client.log_batch(
+                run_id,
+                tags=[
+                    RunTag("tunelab.recovered", "true"),
+                    RunTag("optuna.state", "FAIL"),
+                    RunTag("fail_reason", "worker died (stale heartbeat)"),
+                ],
+            )
             self.client.set_terminated(run_id, "FAILED")
 
     def close(self, parent_status: str, reason: str | None = None) -> None:

@@ -32,10 +32,21 @@ def default_workers() -> int:
 
 def worker_command(spec: StudySpec, index: int) -> list[str]:
     return [
-        sys.executable, "-m", "search.cli", "worker", spec.name,
-        "--storage", spec.storage, "--tracking-uri", spec.tracking_uri,
-        "--device", spec.device, "--worker-index", str(index), "--quiet",
-    ]  # fmt: skip
+        sys.executable,
+        "-m",
+        "search.cli",
+        "worker",
+        spec.name,
+        "--storage",
+        spec.storage,
+        "--tracking-uri",
+        spec.tracking_uri,
+        "--device",
+        spec.device,
+        "--worker-index",
+        str(index),
+        "--quiet",
+    ]
 
 
 def launch_workers(spec: StudySpec, count: int, study: optuna.Study) -> int:
@@ -47,9 +58,11 @@ def launch_workers(spec: StudySpec, count: int, study: optuna.Study) -> int:
         if gpus > 1:
             env["CUDA_VISIBLE_DEVICES"] = str(index % gpus)
         processes.append(subprocess.Popen(worker_command(spec, index), env=env))
-    display = None if spec.quiet else StudyProgress(
-        spec.name, spec.n_trials, 0, spec.epochs, study.direction.name.lower()
-    )  # fmt: skip
+    display = (
+        None
+        if spec.quiet
+        else StudyProgress(spec.name, spec.n_trials, 0, spec.epochs, study.direction.name.lower())
+    )
     try:
         if display:
             display.__enter__()

@@ -97,9 +97,13 @@ def run_cli(
 ) -> subprocess.CompletedProcess:
     """The real `tunelab` console script, as a user runs it."""
     return subprocess.run(
-        [str(TUNELAB), *args], cwd=cwd, env=cli_env(**env), capture_output=True, text=True,
+        [str(TUNELAB), *args],
+        cwd=cwd,
+        env=cli_env(**env),
+        capture_output=True,
+        text=True,
         timeout=timeout,
-    )  # fmt: skip
+    )
 
 
 @pytest.fixture
@@ -144,8 +148,12 @@ def cli_popen():
 
     def start(args: list[str], cwd: Path, **env: str) -> subprocess.Popen:
         return subprocess.Popen(
-            [str(TUNELAB), *args], cwd=cwd, env=cli_env(**env),
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-        )  # fmt: skip
+            [str(TUNELAB), *args],
+            cwd=cwd,
+            env=cli_env(**env),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
 
     return start

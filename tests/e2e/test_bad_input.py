@@ -24,8 +24,10 @@ CASES = [
     (["run", "cnn", "--pruner", "wilcoxon"], "unknown pruner 'wilcoxon'"),
     (["run", "cnn", "--storage", "nosuchdb://x/y"], "unsupported database in storage URL"),
     (["run", "cnn", "--storage", "not a url"], "malformed storage URL"),
-    (["run", "cnn", "--storage", "postgresql+psycopg://postgres@127.0.0.1:1/x"],
-     "cannot reach storage database"),
+    (
+        ["run", "cnn", "--storage", "postgresql+psycopg://postgres@127.0.0.1:1/x"],
+        "cannot reach storage database",
+    ),
     (["run", "cnn", "--tracking-uri", "mlruns"], "unsupported tracking URI 'mlruns'"),
     (["run", "cnn", "--tracking-uri", "http://127.0.0.1:1"], "cannot reach MLflow tracking server"),
     (["run", "cnn", "--config", "missing.yaml"], "config file missing.yaml not found"),
@@ -37,7 +39,7 @@ CASES = [
     (["run", "cnn", "--dataset", "mnist", "--data-dir", "empty"], "MNIST/raw"),
     (["run", "cnn", "--device", "cuda"], "no CUDA GPU"),
     (["best", "nothing"], "no study 'nothing'"),
-]  # fmt: skip
+]
 
 
 @pytest.mark.parametrize(("argv", "message"), CASES, ids=[" ".join(c[0][1:]) for c in CASES])

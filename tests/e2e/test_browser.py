@@ -47,12 +47,21 @@ def finished(tmp_path_factory) -> dict:
     """A small finished study, tracked in MLflow."""
     root = tmp_path_factory.mktemp("browser-study")
     spec = StudySpec(
-        task="cnn", dataset="digits", study_name="browser-study", n_trials=N_TRIALS, epochs=1,
+        task="cnn",
+        dataset="digits",
+        study_name="browser-study",
+        n_trials=N_TRIALS,
+        epochs=1,
         storage=f"sqlite:///{root / 'studies.db'}",
-        tracking_uri=f"sqlite:///{root / 'mlruns' / 'mlflow.db'}", params=SMALL, seed=3,
-        pruner="none", sampler="random", device="cpu", checkpoint_dir=str(root / "ck"),
+        tracking_uri=f"sqlite:///{root / 'mlruns' / 'mlflow.db'}",
+        params=SMALL,
+        seed=3,
+        pruner="none",
+        sampler="random",
+        device="cpu",
+        checkpoint_dir=str(root / "ck"),
         quiet=True,
-    )  # fmt: skip
+    )
     run_study(prepare(spec))
     study = optuna.load_study(study_name=spec.name, storage=spec.storage)
     return {"spec": spec, "root": root, "study": study}
@@ -65,10 +74,16 @@ def _free_port() -> int:
 
 
 def _env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("TUNELAB_STORAGE", "MLFLOW_TRACKING"))}  # fmt: skip
-    env.update(MLFLOW_DISABLE_TELEMETRY="true", MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false",
-               PYTHONUNBUFFERED="1")  # fmt: skip
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("TUNELAB_STORAGE", "MLFLOW_TRACKING"))
+    }
+    env.update(
+        MLFLOW_DISABLE_TELEMETRY="true",
+        MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false",
+        PYTHONUNBUFFERED="1",
+    )
     return env
 
 
@@ -76,8 +91,13 @@ def _env() -> dict[str, str]:
 def serve(args: list[str], ready_url: str, log: Path) -> Iterator[subprocess.Popen]:
     """`tunelab ARGS` in its own process group until `ready_url` answers; stopped afterwards."""
     with log.open("w") as out:
-        server = subprocess.Popen([str(TUNELAB), *args], env=_env(), stdout=out,
-                                  stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
+        server = subprocess.Popen(
+            [str(TUNELAB), *args],
+            env=_env(),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     try:
         deadline = time.monotonic() + START_TIMEOUT_S
         while True:
@@ -118,14 +138,23 @@ def browse(url: str, screenshot: Path, expected: list[str], budget_ms: int = 150
     for attempt in range(3):
         profile = screenshot.parent / f"chromium-profile-{screenshot.stem}-{attempt}"
         command = [
-            CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu",
-            "--disable-background-networking", "--disable-component-update", "--disable-sync",
-            "--no-first-run", "--hide-scrollbars", f"--user-data-dir={profile}",
-            f"--virtual-time-budget={budget_ms * (attempt + 1)}", "--window-size=1400,1000",
-            f"--screenshot={screenshot}", "--dump-dom", url,
-        ]  # fmt: skip
-        result = subprocess.run(command, capture_output=True, text=True,
-                                timeout=BROWSER_TIMEOUT_S)  # fmt: skip
+            CHROMIUM,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--no-first-run",
+            "--hide-scrollbars",
+            f"--user-data-dir={profile}",
+            f"--virtual-time-budget={budget_ms * (attempt + 1)}",
+            "--window-size=1400,1000",
+            f"--screenshot={screenshot}",
+            "--dump-dom",
+            url,
+        ]
+        result = subprocess.run(command, capture_output=True, text=True, timeout=BROWSER_TIMEOUT_S)
         text = _text(result.stdout)
         if all(e in text for e in expected):
             break
@@ -150,16 +179,22 @@ def test_optuna_dashboard_renders_the_study(finished, tmp_path):
     with serve(args, f"{base}/api/studies", tmp_path / "dashboard.log"):
         study_id = optuna.storages.get_storage(spec.storage).get_study_id_from_name(spec.name)
         page = browse(
-            f"{base}/dashboard/studies/{study_id}", tmp_path / "dashboard-study.png",
-            [f"{spec.name} (id={study_id})", "Hyperparameter Importance", "History",
-             f"Best Trial (number={study.best_trial.number})"],
-        )  # fmt: skip
+            f"{base}/dashboard/studies/{study_id}",
+            tmp_path / "dashboard-study.png",
+            [
+                f"{spec.name} (id={study_id})",
+                "Hyperparameter Importance",
+                "History",
+                f"Best Trial (number={study.best_trial.number})",
+            ],
+        )
         # the importance chart names the searched parameters (plotly renders them as text)
         assert sum(name in page for name in study.best_params) >= 3
         trials = browse(
-            f"{base}/dashboard/studies/{study_id}/trials", tmp_path / "dashboard-trials.png",
+            f"{base}/dashboard/studies/{study_id}/trials",
+            tmp_path / "dashboard-trials.png",
             [f"{N_TRIALS} Trials", "Trial 0", f"Trial {N_TRIALS - 1}"],
-        )  # fmt: skip
+        )
         assert "Complete" in trials
     assert _port_closed(port)
 
@@ -175,15 +210,16 @@ def test_mlflow_ui_renders_the_experiment_runs(finished, tmp_path):
     with serve(args, f"{base}/health", tmp_path / "ui.log"):
         # the parent run of the study, with its N_TRIALS nested trial runs
         browse(
-            f"{base}/#/experiments/{experiment.experiment_id}/runs", tmp_path / "mlflow-runs.png",
+            f"{base}/#/experiments/{experiment.experiment_id}/runs",
+            tmp_path / "mlflow-runs.png",
             [spec.name, "Training runs", f"{N_TRIALS + 1} matching runs"],
-        )  # fmt: skip
+        )
         # one trial's run page: its name, parameters and metrics, read from the store
         browse(
             f"{base}/#/experiments/{experiment.experiment_id}/runs/{best_run.info.run_id}",
             tmp_path / "mlflow-best-trial.png",
             [best_run.info.run_name, "val_accuracy", "weight_decay", spec.name],
-        )  # fmt: skip
+        )
     assert _port_closed(port)
 
 
@@ -194,5 +230,8 @@ def test_report_renders_offline_in_the_browser(finished, tmp_path):
     files = write_report(finished["study"], tmp_path / "report")
     # plotly.js draws each title as SVG text: seen in the DOM only if the inlined script ran
     titles = [f"{title}: {name}" for title in FIGURE_TITLES.values()]
-    browse(files.html.as_uri(), tmp_path / "report.png",
-           [f"tunelab report: {name}", "Best val_accuracy", "fANOVA", *titles])  # fmt: skip
+    browse(
+        files.html.as_uri(),
+        tmp_path / "report.png",
+        [f"tunelab report: {name}", "Best val_accuracy", "fANOVA", *titles],
+    )

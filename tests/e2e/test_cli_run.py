@@ -23,14 +23,36 @@ params:
 def _args(tmp_path, storage, *extra):
     (tmp_path / "small.yaml").write_text(SMALL_CONFIG)
     return [
-        "run", "cnn", "--dataset", "digits", "--config", "small.yaml", "--storage", storage,
-        "--tracking-uri", f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}", "--quiet", *extra,
-    ]  # fmt: skip
+        "run",
+        "cnn",
+        "--dataset",
+        "digits",
+        "--config",
+        "small.yaml",
+        "--storage",
+        storage,
+        "--tracking-uri",
+        f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}",
+        "--quiet",
+        *extra,
+    ]
 
 
 def test_run_cnn_tracks_every_trial_in_optuna_and_mlflow(cli, storage_url, tmp_path):
-    args = _args(tmp_path, storage_url, "--n-trials", "6", "--epochs", "3", "--seed", "2",
-                 "--pruner", "median", "--sampler", "random")  # fmt: skip
+    args = _args(
+        tmp_path,
+        storage_url,
+        "--n-trials",
+        "6",
+        "--epochs",
+        "3",
+        "--seed",
+        "2",
+        "--pruner",
+        "median",
+        "--sampler",
+        "random",
+    )
     result = cli(args, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert "best trial" in result.stdout and "optuna-dashboard" in result.stdout
@@ -65,8 +87,18 @@ def test_run_cnn_tracks_every_trial_in_optuna_and_mlflow(cli, storage_url, tmp_p
 def test_same_seed_gives_the_same_parameters_and_values(cli, tmp_path):
     values = []
     for name in ("a", "b"):
-        args = _args(tmp_path, f"sqlite:///{tmp_path / 'same.db'}", "--study-name", name,
-                     "--n-trials", "3", "--epochs", "1", "--seed", "11")  # fmt: skip
+        args = _args(
+            tmp_path,
+            f"sqlite:///{tmp_path / 'same.db'}",
+            "--study-name",
+            name,
+            "--n-trials",
+            "3",
+            "--epochs",
+            "1",
+            "--seed",
+            "11",
+        )
         assert cli(args, cwd=tmp_path).returncode == 0
         study = optuna.load_study(study_name=name, storage=f"sqlite:///{tmp_path / 'same.db'}")
         values.append([(t.params, t.value) for t in study.trials])

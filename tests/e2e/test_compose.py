@@ -131,10 +131,18 @@ def healthcheck_argv(service: Mapping[str, Any]) -> list[str]:
 def test_interpolate_follows_compose_rules():
     env = {"SET": "x", "EMPTY": ""}
     cases = {
-        "${SET}": "x", "$SET/$$SET": "x/$SET", "${UNSET}": "", "${UNSET:-d}": "d",
-        "${EMPTY:-d}": "d", "${EMPTY-d}": "", "${SET:+alt}": "alt", "${EMPTY:+alt}": "",
-        "${EMPTY+alt}": "alt", "a${SET:-d}b${UNSET-c}": "axbc", "${SET:?msg}": "x",
-    }  # fmt: skip
+        "${SET}": "x",
+        "$SET/$$SET": "x/$SET",
+        "${UNSET}": "",
+        "${UNSET:-d}": "d",
+        "${EMPTY:-d}": "d",
+        "${EMPTY-d}": "",
+        "${SET:+alt}": "alt",
+        "${EMPTY:+alt}": "",
+        "${EMPTY+alt}": "alt",
+        "a${SET:-d}b${UNSET-c}": "axbc",
+        "${SET:?msg}": "x",
+    }
     assert {text: interpolate(text, env) for text in cases} == cases
     for required in ("${UNSET:?set it}", "${EMPTY:?set it}", "${UNSET?set it}"):
         with pytest.raises(InterpolationError, match="set it"):
@@ -166,8 +174,14 @@ def test_every_required_variable_is_in_env_example():
     assert required and required <= set(example), required - set(example)
     assert example["POSTGRES_PASSWORD"] == "change-me"
     assert example["MLFLOW_DISABLE_TELEMETRY"] == "true"
-    for name in ("POSTGRES_USER", "TUNELAB_TASK", "TUNELAB_DATASET", "TUNELAB_STUDY",
-                 "TUNELAB_TRIALS", "TUNELAB_EPOCHS"):  # fmt: skip
+    for name in (
+        "POSTGRES_USER",
+        "TUNELAB_TASK",
+        "TUNELAB_DATASET",
+        "TUNELAB_STUDY",
+        "TUNELAB_TRIALS",
+        "TUNELAB_EPOCHS",
+    ):
         assert name in example
     with pytest.raises(InterpolationError, match="POSTGRES_PASSWORD"):
         load_compose({})  # no .env: compose refuses instead of using an empty password
@@ -241,8 +255,13 @@ def _create_databases(**env: str) -> subprocess.CompletedProcess:
     urls = ("TUNELAB_STORAGE", "MLFLOW_BACKEND_STORE_URI")
     inherited = {k: v for k, v in os.environ.items() if k not in urls}
     script = REPO / "docker" / "create_databases.py"
-    return subprocess.run([sys.executable, str(script)], env={**inherited, **env},
-                          capture_output=True, text=True, timeout=60)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, str(script)],
+        env={**inherited, **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 @pytest.mark.parametrize(
@@ -309,23 +328,38 @@ class LocalServices:
         return env
 
     def run(self, name: str, timeout: float = 300) -> subprocess.CompletedProcess:
-        return subprocess.run(service_argv(self.services[name]), cwd=self.cwd, env=self.env(name),
-                              capture_output=True, text=True, timeout=timeout)  # fmt: skip
+        return subprocess.run(
+            service_argv(self.services[name]),
+            cwd=self.cwd,
+            env=self.env(name),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
 
     def start(self, name: str, label: str | None = None) -> subprocess.Popen:
         label = label or name
         with open(self.logs / f"{label}.log", "wb") as log:
             process = subprocess.Popen(
-                service_argv(self.services[name]), cwd=self.cwd, env=self.env(name),
-                stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-            )  # fmt: skip
+                service_argv(self.services[name]),
+                cwd=self.cwd,
+                env=self.env(name),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
         self.processes[label] = process
         return process
 
     def healthy(self, name: str, extra_env: Mapping[str, str] | None = None) -> bool:
         env = {**self.env(name), **(extra_env or {})}
-        check = subprocess.run(healthcheck_argv(self.services[name]), cwd=self.cwd, env=env,
-                               capture_output=True, timeout=30)  # fmt: skip
+        check = subprocess.run(
+            healthcheck_argv(self.services[name]),
+            cwd=self.cwd,
+            env=env,
+            capture_output=True,
+            timeout=30,
+        )
         return check.returncode == 0
 
     def wait_healthy(self, name: str, timeout: float = 120) -> None:

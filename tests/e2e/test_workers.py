@@ -17,9 +17,19 @@ SMALL_CONFIG = "params:\n  base_width: 8\n  fc_width: 32\n  convs_per_block: 1\n
 def _args(tmp_path, storage, *extra):
     (tmp_path / "small.yaml").write_text(SMALL_CONFIG)
     return [
-        "run", "cnn", "--dataset", "digits", "--config", "small.yaml", "--storage", storage,
-        "--tracking-uri", _tracking(tmp_path), "--quiet", *extra,
-    ]  # fmt: skip
+        "run",
+        "cnn",
+        "--dataset",
+        "digits",
+        "--config",
+        "small.yaml",
+        "--storage",
+        storage,
+        "--tracking-uri",
+        _tracking(tmp_path),
+        "--quiet",
+        *extra,
+    ]
 
 
 def _tracking(tmp_path):
@@ -48,8 +58,10 @@ def _wait_for_running_epoch(storage, study_name, process, epochs=1, timeout=180)
 
 
 def test_two_workers_share_one_study_and_one_parent_run(cli, storage_url, tmp_path):
-    result = cli(_args(tmp_path, storage_url, "--workers", "2", "--n-trials", "6",
-                       "--epochs", "2"), cwd=tmp_path)  # fmt: skip
+    result = cli(
+        _args(tmp_path, storage_url, "--workers", "2", "--n-trials", "6", "--epochs", "2"),
+        cwd=tmp_path,
+    )
     assert result.returncode == 0, result.stderr
     assert "database is locked" not in result.stderr
 
@@ -73,8 +85,23 @@ def test_two_workers_share_one_study_and_one_parent_run(cli, storage_url, tmp_pa
 
 def test_sigkill_then_restart_resumes_the_dead_trial_from_its_checkpoint(cli, cli_popen, tmp_path):
     storage = f"sqlite:///{tmp_path / 'studies.db'}"
-    args = _args(tmp_path, storage, "--n-trials", "3", "--epochs", "4", "--pruner", "none",
-                 "--heartbeat-interval", "1", "--grace-period", "2")  # fmt: skip
+    # Many short epochs: the kill lands mid-trial however fast this machine is.
+    args = _args(
+        tmp_path,
+        storage,
+        "--n-trials",
+        "2",
+        "--epochs",
+        "25",
+        "--patience",
+        "25",
+        "--pruner",
+        "none",
+        "--heartbeat-interval",
+        "1",
+        "--grace-period",
+        "2",
+    )
     process = cli_popen(args, cwd=tmp_path)
     killed = _wait_for_running_epoch(storage, "cnn-digits", process, epochs=2)
     process.send_signal(signal.SIGKILL)
@@ -84,7 +111,7 @@ def test_sigkill_then_restart_resumes_the_dead_trial_from_its_checkpoint(cli, cl
     result = cli(args, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     study = optuna.load_study(study_name="cnn-digits", storage=storage)
-    assert len(study.get_trials(states=FINISHED)) == 3
+    assert len(study.get_trials(states=FINISHED)) == 2
     assert study.trials[killed].state == TrialState.FAIL
     assert not study.get_trials(states=(TrialState.RUNNING,))
 
@@ -96,8 +123,10 @@ def test_sigkill_then_restart_resumes_the_dead_trial_from_its_checkpoint(cli, cl
     assert dead_run.data.tags["tunelab.recovered"] == "true"
     retry_run = client.get_run(retry.user_attrs["mlflow_run_id"])
     assert retry_run.data.tags["tunelab.retry_of_trial"] == str(killed)
+    resumed_at = int(retry_run.data.tags["tunelab.resumed_at_epoch"])
+    assert resumed_at >= 2
     steps = [m.step for m in client.get_metric_history(retry_run.info.run_id, "val_accuracy")]
-    assert min(steps) >= 3, "the retry continued after the checkpointed epochs"
+    assert steps == list(range(resumed_at + 1, 26)), "the retry continued after its checkpoint"
     assert not [r for r in runs if client.get_run(r.info.run_id).info.status == "RUNNING"]
 
 
@@ -106,7 +135,18 @@ def test_signal_ends_the_trial_as_failed_and_the_same_command_finishes(
     cli, cli_popen, tmp_path, sig, code
 ):
     storage = f"sqlite:///{tmp_path / 'studies.db'}"
-    args = _args(tmp_path, storage, "--n-trials", "2", "--epochs", "3", "--pruner", "none")
+    args = _args(
+        tmp_path,
+        storage,
+        "--n-trials",
+        "2",
+        "--epochs",
+        "20",
+        "--patience",
+        "20",
+        "--pruner",
+        "none",
+    )
     process = cli_popen(args, cwd=tmp_path)
     stopped = _wait_for_running_epoch(storage, "cnn-digits", process, epochs=1)
     process.send_signal(sig)
@@ -131,8 +171,9 @@ def test_signal_ends_the_trial_as_failed_and_the_same_command_finishes(
 
 def test_worker_fails_fast_when_its_database_or_tracking_server_is_unreachable(cli, tmp_path):
     unreachable = "postgresql+psycopg://postgres@127.0.0.1:1/nothing"
-    result = cli(["worker", "s", "--storage", unreachable], cwd=tmp_path,
-                 TUNELAB_CONNECT_ATTEMPTS="2")  # fmt: skip
+    result = cli(
+        ["worker", "s", "--storage", unreachable], cwd=tmp_path, TUNELAB_CONNECT_ATTEMPTS="2"
+    )
     assert result.returncode == 2
     assert result.stderr.startswith("tunelab: error: cannot reach storage database")
     assert result.stderr.count("\n") == 1
@@ -141,8 +182,11 @@ def test_worker_fails_fast_when_its_database_or_tracking_server_is_unreachable(c
     create = _args(tmp_path, storage, "--n-trials", "2")
     create[0] = "create"
     assert cli(create, cwd=tmp_path).returncode == 0
-    result = cli(["worker", "cnn-digits", "--storage", storage, "--tracking-uri",
-                  "http://127.0.0.1:1"], cwd=tmp_path, TUNELAB_CONNECT_ATTEMPTS="2")  # fmt: skip
+    result = cli(
+        ["worker", "cnn-digits", "--storage", storage, "--tracking-uri", "http://127.0.0.1:1"],
+        cwd=tmp_path,
+        TUNELAB_CONNECT_ATTEMPTS="2",
+    )
     assert result.returncode == 2
     assert "cannot reach MLflow tracking server" in result.stderr
     study = optuna.load_study(study_name="cnn-digits", storage=storage)

@@ -10,9 +10,15 @@ from models.cnn import CNN, CNNConfig
 )
 def test_cnn_is_shaped_from_the_data(channels, size, blocks):
     model = CNN(
-        CNNConfig(in_channels=channels, image_size=size, num_classes=7, conv_blocks=blocks,
-                  input_mean=(0.5,) * channels, input_std=(0.25,) * channels)
-    )  # fmt: skip
+        CNNConfig(
+            in_channels=channels,
+            image_size=size,
+            num_classes=7,
+            conv_blocks=blocks,
+            input_mean=(0.5,) * channels,
+            input_std=(0.25,) * channels,
+        )
+    )
     x = torch.rand(5, channels, *size)
     assert model(x).shape == (5, 7)
     assert model.embed(x).shape == (5, model.config.fc_width)

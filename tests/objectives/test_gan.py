@@ -19,9 +19,14 @@ SMALL = {"g_width": 16, "d_width": 16, "latent_size": 32}
 
 def _task(cache_dir: Path, **options) -> GANTask:
     return GANTask(
-        GANOptions(feature_space="fd_classifier", fid_samples=200, final_fid_samples=300,
-                   cache_dir=str(cache_dir), **options)
-    )  # fmt: skip
+        GANOptions(
+            feature_space="fd_classifier",
+            fid_samples=200,
+            final_fid_samples=300,
+            cache_dir=str(cache_dir),
+            **options,
+        )
+    )
 
 
 def _trial(task: GANTask, **params) -> optuna.trial.FixedTrial:
@@ -54,8 +59,9 @@ def test_search_space_conditions():
     ns = space.default_trial_params()
     assert ns["loss"] == "ns" and "label_smoothing" in ns and "r1" in ns
     assert "gp_weight" not in ns and "r1_weight" not in ns
-    wgan = space.suggest(optuna.trial.FixedTrial({**_without_ns(ns), "loss": "wgan-gp",
-                                                  "gp_weight": 5.0}))  # fmt: skip
+    wgan = space.suggest(
+        optuna.trial.FixedTrial({**_without_ns(ns), "loss": "wgan-gp", "gp_weight": 5.0})
+    )
     assert wgan["gp_weight"] == 5.0
     r1 = space.suggest(optuna.trial.FixedTrial({**ns, "r1": True, "r1_weight": 2.0}))
     assert r1["r1_weight"] == 2.0
@@ -70,8 +76,15 @@ def test_default_trial_logs_curves_samples_and_final_distance(digits, recorder, 
     value = _run(task, digits, recorder, _trial(task))
     assert math.isfinite(value) and value > 0
     assert recorder.status == "FINISHED"
-    for name in ("fd_classifier", "kid_classifier", "sample_diversity", "train_loss",
-                 "train_d_loss", "train_g_loss", "train_d_accuracy"):  # fmt: skip
+    for name in (
+        "fd_classifier",
+        "kid_classifier",
+        "sample_diversity",
+        "train_loss",
+        "train_d_loss",
+        "train_g_loss",
+        "train_d_accuracy",
+    ):
         assert set(recorder.steps(name)) == {1, 2}, name
     assert value == min(recorder.steps("fd_classifier").values())
     history = recorder.steps("train_loss")
@@ -87,8 +100,12 @@ def test_default_trial_logs_curves_samples_and_final_distance(digits, recorder, 
     tags = recorder.tags
     assert tags["tunelab.feature_space"] == "fd_classifier"
     assert len(tags["tunelab.fd_classifier_sha256"]) == 64
-    for name in ("samples/epoch_001.png", "samples/epoch_002.png", "samples.png",
-                 "interpolations.png"):  # fmt: skip
+    for name in (
+        "samples/epoch_001.png",
+        "samples/epoch_002.png",
+        "samples.png",
+        "interpolations.png",
+    ):
         image = Image.open(io.BytesIO(recorder.artifacts[name]))
         image.load()
         assert min(image.size) >= 8 * 32, name  # an 8-wide grid of images enlarged to 32 px
@@ -166,13 +183,21 @@ def test_mode_collapse_is_detected_and_prunes_the_trial(digits, recorder, cache_
 def test_inception_space_names_its_metrics_and_tags(digits, tmp_path, inception_weights):
     # CPU Inception costs ~0.1-0.3 s per image: 8 real and 8 generated images only.
     tiny = DataBundle(
-        digits.name, Split(digits.train.x[:64], digits.train.y[:64]),
-        Split(digits.val.x[:8], digits.val.y[:8]), digits.test, 10, digits.class_names,
-    )  # fmt: skip
+        digits.name,
+        Split(digits.train.x[:64], digits.train.y[:64]),
+        Split(digits.val.x[:8], digits.val.y[:8]),
+        digits.test,
+        10,
+        digits.class_names,
+    )
     task = GANTask(
-        GANOptions(feature_space="fid_inception", inception_weights=str(inception_weights),
-                   fid_samples=8, cache_dir=str(tmp_path))
-    )  # fmt: skip
+        GANOptions(
+            feature_space="fid_inception",
+            inception_weights=str(inception_weights),
+            fid_samples=8,
+            cache_dir=str(tmp_path),
+        )
+    )
     assert task.metric == "fid_inception"
     hp = task.suggest(_trial(task), task.search_space())
     parts = task.build(hp, tiny, torch.device("cpu"), 1)

@@ -38,8 +38,9 @@ class ScriptedTask(Task):
 
     def build(self, hp, data, device, max_epochs):
         module = torch.nn.Linear(1, 1)
-        return Parts(modules={"m": module},
-                     optimizers={"o": torch.optim.SGD(module.parameters(), lr=0.1)})  # fmt: skip
+        return Parts(
+            modules={"m": module}, optimizers={"o": torch.optim.SGD(module.parameters(), lr=0.1)}
+        )
 
     def train_epoch(self, parts, hp, data, ctx):
         if ctx.epoch == self.interrupt_at:
@@ -92,8 +93,9 @@ def test_non_finite_loss_prunes_with_the_reason_recorded(recorder):
 
 
 def test_pruner_decision_ends_the_run_as_killed(recorder):
-    study = optuna.create_study(direction="maximize",
-                                pruner=optuna.pruners.ThresholdPruner(lower=0.55))  # fmt: skip
+    study = optuna.create_study(
+        direction="maximize", pruner=optuna.pruners.ThresholdPruner(lower=0.55)
+    )
     task = ScriptedTask([0.5, 0.9])
     study.optimize(_objective(task, recorder, max_epochs=2), n_trials=1)
     assert study.trials[0].state == optuna.trial.TrialState.PRUNED

@@ -25,10 +25,20 @@ SMALL = {"base_width": 8, "fc_width": 32, "convs_per_block": 1}
 def test_evaluate_scores_the_test_split_and_registers_the_best_seed(tmp_path, tracking_uri):
     storage = f"sqlite:///{tmp_path / 'studies.db'}"
     spec = StudySpec(
-        task="cnn", dataset="digits", study_name="ev", n_trials=2, epochs=2, storage=storage,
-        tracking_uri=tracking_uri, params=SMALL, seed=1, pruner="none", device="cpu",
-        checkpoint_dir=str(tmp_path / "ck"), quiet=True,
-    )  # fmt: skip
+        task="cnn",
+        dataset="digits",
+        study_name="ev",
+        n_trials=2,
+        epochs=2,
+        storage=storage,
+        tracking_uri=tracking_uri,
+        params=SMALL,
+        seed=1,
+        pruner="none",
+        device="cpu",
+        checkpoint_dir=str(tmp_path / "ck"),
+        quiet=True,
+    )
     run_study(prepare(spec))
     best = optuna.load_study(study_name="ev", storage=storage).best_trial
 

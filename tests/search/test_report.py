@@ -41,8 +41,14 @@ def _interior(rng: random.Random) -> dict:
 def _study(name, n_complete, storage=None, best=None, tracking_uri=None) -> optuna.Study:
     """A tunelab-like study built by hand: complete trials, one pruned, one failed."""
     study = optuna.create_study(study_name=name, storage=storage, direction="maximize")
-    spec = {"task": "cnn", "dataset": "digits", "epochs": EPOCHS, "sampler": "tpe",
-            "pruner": "median", "tracking_uri": tracking_uri}  # fmt: skip
+    spec = {
+        "task": "cnn",
+        "dataset": "digits",
+        "epochs": EPOCHS,
+        "sampler": "tpe",
+        "pruner": "median",
+        "tracking_uri": tracking_uri,
+    }
     study.set_user_attr("tunelab.spec", json.dumps(spec))
     study.set_user_attr("tunelab.metric", "val_accuracy")
     rng = random.Random(0)
@@ -50,10 +56,15 @@ def _study(name, n_complete, storage=None, best=None, tracking_uri=None) -> optu
         params = _interior(rng)
         value = 0.5 + 0.4 * params["dropout"] + 0.01 * rng.random()
         _add(study, params, value, EPOCHS)
-    study.add_trial(create_trial(state=TrialState.PRUNED, params=_interior(rng),
-                                 distributions=SPACE, intermediate_values={1: 0.1}))  # fmt: skip
-    study.add_trial(create_trial(state=TrialState.FAIL, params=_interior(rng),
-                                 distributions=SPACE))  # fmt: skip
+    study.add_trial(
+        create_trial(
+            state=TrialState.PRUNED,
+            params=_interior(rng),
+            distributions=SPACE,
+            intermediate_values={1: 0.1},
+        )
+    )
+    study.add_trial(create_trial(state=TrialState.FAIL, params=_interior(rng), distributions=SPACE))
     if best is not None:
         _add(study, best, 0.99, EPOCHS)
     return study
@@ -68,7 +79,7 @@ def _add(study, params, value, epochs_run):
             value=value,
             intermediate_values=curve,
             user_attrs={"epochs_run": epochs_run, "best_epoch": epochs_run},
-        )  # fmt: skip
+        )
     )
 
 
@@ -78,14 +89,17 @@ def test_edge_warning_fires_for_a_best_value_at_the_edge(tmp_path):
 
     warnings = edge_warnings(study.best_trial)
     assert {(w.name, w.side) for w in warnings} == {
-        ("lr", "upper"), ("blocks", "lower"), ("dropout", "lower"),
-    }  # fmt: skip
+        ("lr", "upper"),
+        ("blocks", "lower"),
+        ("dropout", "lower"),
+    }
     assert [w.name for w in warnings if w.at_floor] == ["dropout"]  # 0 = off: nothing below
     # log scale: 2e-4 is 0.1% of [1e-4, 0.1] linearly but a tenth of the way on a log scale
     inside = create_trial(params={"lr": 2e-4}, distributions={"lr": SPACE["lr"]}, value=1.0)
     assert edge_warnings(inside) == []
-    middle = create_trial(params={"dropout": 0.25}, distributions={"dropout": SPACE["dropout"]},
-                          value=1.0)  # fmt: skip
+    middle = create_trial(
+        params={"dropout": 0.25}, distributions={"dropout": SPACE["dropout"]}, value=1.0
+    )
     assert edge_warnings(middle) == []
 
     files = write_report(study, tmp_path / "out")

@@ -14,10 +14,18 @@ STATUS = {TrialState.COMPLETE: "FINISHED", TrialState.PRUNED: "KILLED", TrialSta
 
 def _spec(storage_url, tracking_uri, tmp_path, **changes):
     values = {
-        "task": "cnn", "dataset": "digits", "study_name": "s", "n_trials": 3, "epochs": 2,
-        "storage": storage_url, "tracking_uri": tracking_uri, "params": SMALL, "seed": 1,
-        "checkpoint_dir": str(tmp_path / "ck"), "device": "cpu",
-    }  # fmt: skip
+        "task": "cnn",
+        "dataset": "digits",
+        "study_name": "s",
+        "n_trials": 3,
+        "epochs": 2,
+        "storage": storage_url,
+        "tracking_uri": tracking_uri,
+        "params": SMALL,
+        "seed": 1,
+        "checkpoint_dir": str(tmp_path / "ck"),
+        "device": "cpu",
+    }
     return StudySpec(**{**values, **changes})
 
 
@@ -64,8 +72,11 @@ def test_summaries_and_best(storage_url, tracking_uri, tmp_path):
     run_study(prepare(_spec(storage_url, tracking_uri, tmp_path, n_trials=2, epochs=1)))
     (row,) = study_rows(storage_url)
     assert (row["name"], row["task"], row["dataset"], row["direction"]) == (
-        "s", "cnn", "digits", "maximize",
-    )  # fmt: skip
+        "s",
+        "cnn",
+        "digits",
+        "maximize",
+    )
     assert row["complete"] + row["pruned"] == 2 and row["target"] == 2
     info = best_trial_info(optuna.load_study(study_name="s", storage=storage_url))
     assert info["value"] == row["best"] and info["mlflow_run_id"]
