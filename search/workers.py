@@ -57,6 +57,10 @@ def launch_workers(spec: StudySpec, count: int, study: optuna.Study) -> int:
         env = dict(os.environ)
         if gpus > 1:
             env["CUDA_VISIBLE_DEVICES"] = str(index % gpus)
+        elif "OMP_NUM_THREADS" not in os.environ:
+            # CPU workers share the cores: more threads per process than cores per worker
+            # only makes them spin against each other.
+            env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // count))
         processes.append(subprocess.Popen(worker_command(spec, index), env=env))
     display = (
         None

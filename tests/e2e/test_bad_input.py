@@ -61,3 +61,16 @@ def test_real_console_script_exit_code_and_message(cli, tmp_path):
     known = "hyperband, median, asha, patient, none"
     assert result.stderr == f"tunelab: error: unknown pruner 'sometimes'; known: {known}\n"
     assert not (tmp_path / "studies.db").exists()
+
+
+def test_resuming_a_gan_study_in_another_feature_space_is_refused(
+    workdir, capsys, inception_weights
+):
+    create = ["create", "gan", "--dataset", "digits", "--n-trials", "2"]
+    assert main([*create, "--feature-space", "fd_classifier"]) == 0
+    capsys.readouterr()
+    other = ["--feature-space", "fid_inception", "--inception-weights", str(inception_weights)]
+    code = main([*create, *other])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1
+    assert "study 'gan-digits' exists with other settings" in err and "feature_space" in err
