@@ -114,6 +114,20 @@ class DataBundle:
             self.source,
         )
 
+    def for_final_training(self) -> DataBundle:
+        """Train on train + validation, with the test split where tasks look for validation
+        data: final evaluation, after the search has chosen everything on validation."""
+        merged = Split(torch.cat([self.train.x, self.val.x]), torch.cat([self.train.y, self.val.y]))
+        return DataBundle(
+            name=self.name,
+            train=merged,
+            val=self.test,
+            test=self.test,
+            num_classes=self.num_classes,
+            class_names=self.class_names,
+            source=self,
+        )
+
     def summary(self) -> str:
         c, (h, w) = self.channels, self.image_size
         return (

@@ -241,6 +241,28 @@ class Objective:
         return state
 
 
+def train_for_epochs(
+    task: Task,
+    hp: Any,
+    data: DataBundle,
+    device: torch.device,
+    epochs: int,
+    budget: int,
+    seed: int,
+) -> tuple[Parts, EpochContext]:
+    """Build and train for exactly `epochs` epochs without scoring anything (final
+    evaluation retrains a chosen configuration); `budget` is the epoch count the trial's
+    schedules were built for, so the learning rate follows the same curve. Raises Diverged."""
+    torch.manual_seed(seed)
+    generator = torch.Generator(device=device).manual_seed(seed)
+    parts = task.build(hp, data, device, budget)
+    ctx = EpochContext(epoch=0, max_epochs=budget, generator=generator)
+    for epoch in range(1, epochs + 1):
+        ctx = EpochContext(epoch=epoch, max_epochs=budget, generator=generator)
+        _check_finite(task.train_epoch(parts, hp, data, ctx), epoch)
+    return parts, ctx
+
+
 def _check_finite(metrics: dict[str, float], epoch: int) -> None:
     for name, value in metrics.items():
         if not math.isfinite(float(value)):

@@ -28,8 +28,8 @@ import optuna
 import torch
 
 from objectives.base import EpochContext, Parts, Task
-from objectives.data import DataBundle, Split
-from objectives.runner import Diverged, trial_seed
+from objectives.data import DataBundle
+from objectives.runner import Diverged, train_for_epochs, trial_seed
 from search.config import SpecError
 
 EVALUATION_TAG = "tunelab.evaluation"
@@ -130,44 +130,6 @@ class Evaluation:
 
 
 # -- retraining and scoring ------------------------------------------------------------------
-
-
-def retraining_data(data: DataBundle) -> DataBundle:
-    """Train on train + validation; the test split stands where the task looks for validation."""
-    merged = Split(torch.cat([data.train.x, data.val.x]), torch.cat([data.train.y, data.val.y]))
-    return DataBundle(
-        name=data.name,
-        train=merged,
-        val=data.test,
-        test=data.test,
-        num_classes=data.num_classes,
-        class_names=data.class_names,
-        source=data,
-    )
-
-
-def retrain(
-    task: Task,
-    hp: Any,
-    data: DataBundle,
-    device: torch.device,
-    epochs: int,
-    budget: int,
-    seed: int,
-) -> tuple[Parts, EpochContext]:
-    """Build and train for exactly `epochs` epochs, never scoring; `budget` is the epoch count
-    the trial's schedules were built for (so the learning rate follows the same curve)."""
-    torch.manual_seed(seed)
-    generator = torch.Generator(device=device).manual_seed(seed)
-    parts = task.build(hp, data, device, budget)
-    ctx = EpochContext(epoch=0, max_epochs=budget, generator=generator)
-    for epoch in range(1, epochs + 1):
-        ctx = EpochContext(epoch=epoch, max_epochs=budget, generator=generator)
-        metrics = task.train_epoch(parts, hp, data, ctx)
-        bad = [k for k, v in metrics.items() if not math.isfinite(float(v))]
-        if bad:
-            raise SpecError(f"seed {seed} diverged at epoch {epoch} (non-finite {bad[0]})")
-    return parts, ctx
 
 
 def as_test_metric(name: str, task_metric: str, from_finalize: bool) -> str | None:
@@ -332,7 +294,7 @@ def evaluate_study(config: EvaluationConfig, say=print) -> Evaluation:
     prepared = prepare(spec)
     task, device = prepared.task, prepared.device
     hp = task.suggest(optuna.trial.FixedTrial(best.params), prepared.space)
-    data = retraining_data(prepared.data)
+    data = prepared.data.for_final_training()
     seeds = tuple(trial_seed(spec.seed, EVAL_SEED_OFFSET + i) for i in range(config.seeds))
     say(
         f"retraining trial {best.number} of '{config.study}' for {epochs} epochs on "
@@ -341,7 +303,7 @@ def evaluate_study(config: EvaluationConfig, say=print) -> Evaluation:
     runs = []
     for i, seed in enumerate(seeds, start=1):
         try:
-            parts, ctx = retrain(task, hp, data, device, int(epochs), spec.epochs, seed)
+            parts, ctx = train_for_epochs(task, hp, data, device, int(epochs), spec.epochs, seed)
             metrics, artifacts = score(task, parts, hp, data, ctx)
         except Diverged as exc:  # e.g. the GAN's mode collapse, seen when scoring
             raise SpecError(f"seed {seed}: {exc}") from None

@@ -15,7 +15,6 @@ from search.evaluate import (
     MetricSummary,
     as_test_metric,
     evaluate_study,
-    retraining_data,
 )
 from search.study import prepare, run_study
 
@@ -80,8 +79,8 @@ def test_evaluate_scores_the_test_split_and_registers_the_best_seed(tmp_path, tr
     assert model.experiment_id == experiment.experiment_id
 
 
-def test_retraining_data_trains_on_train_and_val_and_scores_test(digits):
-    data = retraining_data(digits)
+def test_final_training_data_is_train_and_val_and_scores_test(digits):
+    data = digits.for_final_training()
     assert len(data.train) == len(digits.train) + len(digits.val)
     assert torch.equal(data.val.x, digits.test.x) and torch.equal(data.test.y, digits.test.y)
 
