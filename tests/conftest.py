@@ -157,3 +157,23 @@ def cli_popen():
         )
 
     return start
+
+
+SMALL_CNN = "params:\n  base_width: 8\n  fc_width: 32\n  convs_per_block: 1\n"
+"""Search-space narrowing that keeps CLI tests fast: a small network, fixed."""
+
+
+@pytest.fixture
+def cnn_args(tmp_path: Path):
+    """Arguments of `tunelab run cnn` on digits with a small network, tracked under tmp_path:
+    cnn_args(storage, "--n-trials 2 --epochs 3", config=SMALL_CNN, command="run")."""
+
+    def make(storage: str, extra: str = "", config: str = SMALL_CNN, command: str = "run"):
+        (tmp_path / "small.yaml").write_text(config)
+        tracking = f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}"
+        return [
+            *(command, "cnn", "--dataset", "digits", "--config", "small.yaml"),
+            *("--storage", storage, "--tracking-uri", tracking, "--quiet", *extra.split()),
+        ]
+
+    return make

@@ -11,7 +11,7 @@ pytestmark = pytest.mark.e2e
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 STATUS = {TrialState.COMPLETE: "FINISHED", TrialState.PRUNED: "KILLED", TrialState.FAIL: "FAILED"}
-SMALL_CONFIG = """\
+SEARCHED_CONFIG = """\
 params:
   base_width: 8
   fc_width: 32
@@ -20,39 +20,9 @@ params:
 """
 
 
-def _args(tmp_path, storage, *extra):
-    (tmp_path / "small.yaml").write_text(SMALL_CONFIG)
-    return [
-        "run",
-        "cnn",
-        "--dataset",
-        "digits",
-        "--config",
-        "small.yaml",
-        "--storage",
-        storage,
-        "--tracking-uri",
-        f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}",
-        "--quiet",
-        *extra,
-    ]
-
-
-def test_run_cnn_tracks_every_trial_in_optuna_and_mlflow(cli, storage_url, tmp_path):
-    args = _args(
-        tmp_path,
-        storage_url,
-        "--n-trials",
-        "6",
-        "--epochs",
-        "3",
-        "--seed",
-        "2",
-        "--pruner",
-        "median",
-        "--sampler",
-        "random",
-    )
+def test_run_cnn_tracks_every_trial_in_optuna_and_mlflow(cli, cnn_args, storage_url, tmp_path):
+    extra = "--n-trials 6 --epochs 3 --seed 2 --pruner median --sampler random"
+    args = cnn_args(storage_url, extra, config=SEARCHED_CONFIG)
     result = cli(args, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert "best trial" in result.stdout and "optuna-dashboard" in result.stdout
@@ -84,21 +54,11 @@ def test_run_cnn_tracks_every_trial_in_optuna_and_mlflow(cli, storage_url, tmp_p
     assert listing.returncode == 0 and "cnn-digits" in listing.stdout
 
 
-def test_same_seed_gives_the_same_parameters_and_values(cli, tmp_path):
+def test_same_seed_gives_the_same_parameters_and_values(cli, cnn_args, tmp_path):
     values = []
     for name in ("a", "b"):
-        args = _args(
-            tmp_path,
-            f"sqlite:///{tmp_path / 'same.db'}",
-            "--study-name",
-            name,
-            "--n-trials",
-            "3",
-            "--epochs",
-            "1",
-            "--seed",
-            "11",
-        )
+        extra = f"--study-name {name} --n-trials 3 --epochs 1 --seed 11"
+        args = cnn_args(f"sqlite:///{tmp_path / 'same.db'}", extra, config=SEARCHED_CONFIG)
         assert cli(args, cwd=tmp_path).returncode == 0
         study = optuna.load_study(study_name=name, storage=f"sqlite:///{tmp_path / 'same.db'}")
         values.append([(t.params, t.value) for t in study.trials])

@@ -11,25 +11,6 @@ from optuna.trial import TrialState
 pytestmark = pytest.mark.e2e
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
-SMALL_CONFIG = "params:\n  base_width: 8\n  fc_width: 32\n  convs_per_block: 1\n"
-
-
-def _args(tmp_path, storage, *extra):
-    (tmp_path / "small.yaml").write_text(SMALL_CONFIG)
-    return [
-        "run",
-        "cnn",
-        "--dataset",
-        "digits",
-        "--config",
-        "small.yaml",
-        "--storage",
-        storage,
-        "--tracking-uri",
-        _tracking(tmp_path),
-        "--quiet",
-        *extra,
-    ]
 
 
 def _tracking(tmp_path):
@@ -57,9 +38,9 @@ def _wait_for_running_epoch(storage, study_name, process, epochs=1, timeout=180)
     pytest.fail("no trial reached its epoch in time")
 
 
-def test_two_workers_share_one_study_and_one_parent_run(cli, storage_url, tmp_path):
+def test_two_workers_share_one_study_and_one_parent_run(cli, cnn_args, storage_url, tmp_path):
     result = cli(
-        _args(tmp_path, storage_url, "--workers", "2", "--n-trials", "6", "--epochs", "2"),
+        cnn_args(storage_url, "--workers 2 --n-trials 6 --epochs 2"),
         cwd=tmp_path,
     )
     assert result.returncode == 0, result.stderr
@@ -83,24 +64,15 @@ def test_two_workers_share_one_study_and_one_parent_run(cli, storage_url, tmp_pa
     assert not [r for r in runs if r.info.status == "RUNNING"]
 
 
-def test_sigkill_then_restart_resumes_the_dead_trial_from_its_checkpoint(cli, cli_popen, tmp_path):
+def test_sigkill_then_restart_resumes_the_dead_trial_from_its_checkpoint(
+    cli, cli_popen, cnn_args, tmp_path
+):
     storage = f"sqlite:///{tmp_path / 'studies.db'}"
     # Many short epochs: the kill lands mid-trial however fast this machine is.
-    args = _args(
-        tmp_path,
+    args = cnn_args(
         storage,
-        "--n-trials",
-        "2",
-        "--epochs",
-        "25",
-        "--patience",
-        "25",
-        "--pruner",
-        "none",
-        "--heartbeat-interval",
-        "1",
-        "--grace-period",
-        "2",
+        "--n-trials 2 --epochs 25 --patience 25 --pruner none "
+        "--heartbeat-interval 1 --grace-period 2",
     )
     process = cli_popen(args, cwd=tmp_path)
     killed = _wait_for_running_epoch(storage, "cnn-digits", process, epochs=2)
@@ -132,21 +104,10 @@ def test_sigkill_then_restart_resumes_the_dead_trial_from_its_checkpoint(cli, cl
 
 @pytest.mark.parametrize(("sig", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_signal_ends_the_trial_as_failed_and_the_same_command_finishes(
-    cli, cli_popen, tmp_path, sig, code
+    cli, cli_popen, cnn_args, tmp_path, sig, code
 ):
     storage = f"sqlite:///{tmp_path / 'studies.db'}"
-    args = _args(
-        tmp_path,
-        storage,
-        "--n-trials",
-        "2",
-        "--epochs",
-        "20",
-        "--patience",
-        "20",
-        "--pruner",
-        "none",
-    )
+    args = cnn_args(storage, "--n-trials 2 --epochs 20 --patience 20 --pruner none")
     process = cli_popen(args, cwd=tmp_path)
     stopped = _wait_for_running_epoch(storage, "cnn-digits", process, epochs=1)
     process.send_signal(sig)
@@ -169,7 +130,9 @@ def test_signal_ends_the_trial_as_failed_and_the_same_command_finishes(
     assert any(t.user_attrs.get("resumed_from_trial") == stopped for t in study.trials)
 
 
-def test_worker_fails_fast_when_its_database_or_tracking_server_is_unreachable(cli, tmp_path):
+def test_worker_fails_fast_when_its_database_or_tracking_server_is_unreachable(
+    cli, cnn_args, tmp_path
+):
     unreachable = "postgresql+psycopg://postgres@127.0.0.1:1/nothing"
     result = cli(
         ["worker", "s", "--storage", unreachable], cwd=tmp_path, TUNELAB_CONNECT_ATTEMPTS="2"
@@ -179,8 +142,7 @@ def test_worker_fails_fast_when_its_database_or_tracking_server_is_unreachable(c
     assert result.stderr.count("\n") == 1
 
     storage = f"sqlite:///{tmp_path / 'studies.db'}"
-    create = _args(tmp_path, storage, "--n-trials", "2")
-    create[0] = "create"
+    create = cnn_args(storage, "--n-trials 2", command="create")
     assert cli(create, cwd=tmp_path).returncode == 0
     result = cli(
         ["worker", "cnn-digits", "--storage", storage, "--tracking-uri", "http://127.0.0.1:1"],
