@@ -21,8 +21,10 @@ from typing import Annotated
 
 import typer
 
+from search.cli_analysis import StorageOpt
 from search.cli_analysis import register as register_analysis
-from search.config import DEFAULT_STORAGE, DEFAULT_TRACKING_URI, SpecError
+from search.config import SpecError, storage_url
+from search.storage import shown_url
 
 app = typer.Typer(
     name="tunelab",
@@ -43,22 +45,6 @@ class Terminated(KeyboardInterrupt):
 
 def _raise_terminated(signum: int, frame: object) -> None:
     raise Terminated()
-
-
-def _storage_default() -> str:
-    return os.environ.get("TUNELAB_STORAGE") or DEFAULT_STORAGE
-
-
-def _tracking_default() -> str:
-    return os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
-
-
-StorageOpt = Annotated[
-    str | None,
-    typer.Option(
-        "--storage", help=f"Optuna storage URL [default: $TUNELAB_STORAGE or {DEFAULT_STORAGE}]"
-    ),
-]
 
 
 @app.command()
@@ -149,7 +135,7 @@ def create(*args, **kwargs) -> None:
     prepared = prepare(spec)
     study = open_study(prepared)
     attach_parent_run(prepared, study)  # before workers start, so they all share it
-    storage = _shown(spec.storage)
+    storage = shown_url(spec.storage)
     print(f"study '{study.study_name}' ready in {storage}: target {spec.n_trials} trials")
     print(f"join it with: tunelab worker {study.study_name} --storage {storage}")
 
@@ -205,7 +191,7 @@ def worker(
     """Join an existing study (from another shell, container or machine) until its target."""
     from search.study import join_spec
 
-    spec = join_spec(study, storage or _storage_default(), tracking_uri, device, quiet)
+    spec = join_spec(study, storage_url(storage), tracking_uri, device, quiet)
     # Containers all have PID 1-ish: mix in the host name so scaled workers differ.
     index = worker_index if worker_index is not None else _worker_seed_index()
     interruptible(lambda: _run_and_report(spec, worker_index=index))
@@ -263,7 +249,7 @@ def _summary(spec, study, finished: int | None) -> None:
     for name, value in info["params"].items():
         print(f"  {name} = {value}")
     me = sys.argv[0] if Path(sys.argv[0]).name == "tunelab" else "tunelab"
-    storage, tracking = _shown(spec.storage), _shown(spec.tracking_uri)
+    storage, tracking = shown_url(spec.storage), shown_url(spec.tracking_uri)
     print("see the results:")
     print(f"  {me} ui --tracking-uri {tracking}          # MLflow UI, http://127.0.0.1:5000")
     print(f"  {me} dashboard --storage {storage}   # optuna-dashboard, http://127.0.0.1:8080")
@@ -278,7 +264,7 @@ def studies(storage: StorageOpt = None) -> None:
 
     from search.study import study_rows
 
-    rows = study_rows(storage or _storage_default())
+    rows = study_rows(storage_url(storage))
     if not rows:
         print("no studies")
         return
@@ -323,7 +309,7 @@ def best(
     """The best trial of a study: value, parameters and MLflow run id."""
     from search.study import best_trial_info, load_study
 
-    info = best_trial_info(load_study(study, storage or _storage_default()))
+    info = best_trial_info(load_study(study, storage_url(storage)))
     if as_json:
         print(json.dumps(info, indent=2))
         return
@@ -339,16 +325,6 @@ register_analysis(app)  # report, dashboard, ui, evaluate
 def _worker_seed_index() -> int:
     digest = hashlib.sha256(f"{socket.gethostname()}:{os.getpid()}".encode()).hexdigest()
     return int(digest[:8], 16)
-
-
-def _shown(url: str) -> str:
-    """A URL safe to print: no password (it would end up in container logs)."""
-    from sqlalchemy.engine import make_url
-
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except Exception:  # not a database URL (e.g. http://): print as given
-        return url
 
 
 def _say(text: str, quiet: bool) -> None:

@@ -19,7 +19,8 @@ from typing import Annotated
 
 import typer
 
-from search.config import DEFAULT_STORAGE, DEFAULT_TRACKING_URI, SpecError
+from search.config import DEFAULT_STORAGE, DEFAULT_TRACKING_URI, SpecError, storage_url
+from search.config import tracking_uri as resolve_tracking_uri
 
 LOCALHOST = "127.0.0.1"
 STOP_TIMEOUT_S = 10
@@ -50,10 +51,6 @@ def register(app: typer.Typer) -> None:
     app.command()(evaluate)
 
 
-def _storage(storage: str | None) -> str:
-    return storage or os.environ.get("TUNELAB_STORAGE") or DEFAULT_STORAGE
-
-
 # -- report and evaluate ---------------------------------------------------------------------
 
 
@@ -72,7 +69,7 @@ def report(
     """Write an HTML report of a study (figures, importances, pruning) and log it to MLflow."""
     from search.report import REPORT_ARTIFACT_DIR, make_report
 
-    files, run_id = make_report(study, _storage(storage), out, tracking_uri, mlflow)
+    files, run_id = make_report(study, storage_url(storage), out, tracking_uri, mlflow)
     print(f"report: {files.html}")
     for warning in files.edge_warnings:
         print(f"{'note' if warning.at_floor else 'warning'}: {warning.message()}")
@@ -100,7 +97,7 @@ def evaluate(
 
     config = EvaluationConfig(
         study=study,
-        storage=_storage(storage),
+        storage=storage_url(storage),
         seeds=seeds,
         tracking_uri=tracking_uri,
         device=device,
@@ -134,7 +131,7 @@ def dashboard(
 
     from search.storage import check_database, open_storage, parse_url, sqlite_path
 
-    url = _storage(storage)
+    url = storage_url(storage)
     path = sqlite_path(parse_url(url))
     if path is not None and not path.is_file():
         raise SpecError(f"no study storage at {path}: pass --storage")
@@ -164,7 +161,7 @@ def ui(
     from search.report import open_tracking
     from search.tracking import local_artifact_root, telemetry_env
 
-    uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
+    uri = resolve_tracking_uri(tracking_uri)
     if uri.startswith(("http://", "https://")):
         print(f"{uri} is an MLflow server already: open it in a browser")
         return

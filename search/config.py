@@ -230,14 +230,20 @@ def load_config_file(path: str | os.PathLike) -> dict[str, Any]:
     return options
 
 
+def storage_url(explicit: str | None = None) -> str:
+    """The Optuna storage: the flag, else $TUNELAB_STORAGE, else sqlite:///studies.db."""
+    return explicit or os.environ.get("TUNELAB_STORAGE") or DEFAULT_STORAGE
+
+
+def tracking_uri(explicit: str | None = None) -> str:
+    """The MLflow store: the flag, else $MLFLOW_TRACKING_URI, else sqlite:///mlruns/mlflow.db."""
+    return explicit or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
+
+
 def build_spec(task: str, config_file: str | None, cli: Mapping[str, Any]) -> StudySpec:
     """Defaults < config file < CLI flags (flags left unset are None), then environment
     defaults for storage and tracking, then validation."""
-    values: dict[str, Any] = {}
-    if os.environ.get("TUNELAB_STORAGE"):
-        values["storage"] = os.environ["TUNELAB_STORAGE"]
-    if os.environ.get("MLFLOW_TRACKING_URI"):
-        values["tracking_uri"] = os.environ["MLFLOW_TRACKING_URI"]
+    values: dict[str, Any] = {"storage": storage_url(), "tracking_uri": tracking_uri()}
     if config_file:
         values.update(load_config_file(config_file))
     cli = {k: v for k, v in cli.items() if v is not None}

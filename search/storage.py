@@ -33,6 +33,14 @@ def parse_url(url: str, what: str = "storage") -> URL:
 _EXAMPLE = "sqlite:///studies.db or postgresql://user@host:5432/db"
 
 
+def shown_url(url: str) -> str:
+    """A URL safe to print or log: no password (it would end up in container logs)."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except (sqlalchemy.exc.ArgumentError, ValueError):  # not a database URL (e.g. http://)
+        return url
+
+
 def sqlite_path(url: URL) -> Path | None:
     """The database file of a sqlite URL (None for other databases and in-memory SQLite)."""
     if url.get_backend_name() != "sqlite" or url.database in (None, "", ":memory:"):
@@ -61,8 +69,7 @@ def check_database(url_text: str, what: str = "storage") -> None:
             pass
     except Exception as exc:  # driver errors differ per database; the first line says enough
         reason = str(getattr(exc, "orig", exc)).strip().splitlines()[0][:200]
-        shown = url.render_as_string(hide_password=True)
-        raise SpecError(f"cannot reach {what} database '{shown}': {reason}") from None
+        raise SpecError(f"cannot reach {what} database '{shown_url(url_text)}': {reason}") from None
     finally:
         engine.dispose()
 

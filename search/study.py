@@ -11,7 +11,7 @@ import json
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import optuna
 import torch
@@ -118,14 +118,20 @@ def count_finished(study: optuna.Study) -> int:
     return len(study.get_trials(deepcopy=False, states=FINISHED_STATES))
 
 
-def existing_study_spec(spec: StudySpec) -> str | None:
-    """The spec stored on an existing study of this name, or None if there is none."""
-    storage = open_storage(spec.storage)
-    try:
-        study = optuna.load_study(study_name=spec.name, storage=storage)
-    except KeyError:
-        return None
-    return study.user_attrs.get(SPEC_ATTR, "{}")
+def _check_same_search(study: optuna.Study, spec: StudySpec, task: Task) -> None:
+    """A resumed study must stay the same search: same identity options, same metric."""
+    conflicts = spec.conflicts_with(study.user_attrs.get(SPEC_ATTR, "{}"))
+    if conflicts:
+        raise SpecError(
+            f"study '{spec.name}' exists with other settings ({'; '.join(conflicts)}): "
+            "use another --study-name"
+        )
+    recorded_metric = study.user_attrs.get(METRIC_ATTR)
+    if recorded_metric is not None and recorded_metric != task.metric:
+        raise SpecError(
+            f"study '{spec.name}' optimizes {recorded_metric}; this run would optimize "
+            f"{task.metric}: resume with the same options or use another --study-name"
+        )
 
 
 def open_study(
@@ -135,15 +141,13 @@ def open_study(
 ) -> optuna.Study:
     """Create the study, or load it and check it is the same search."""
     spec, task = prepared.spec, prepared.task
-    stored = existing_study_spec(spec)
-    if stored is not None:
-        conflicts = spec.conflicts_with(stored)
-        if conflicts:
-            raise SpecError(
-                f"study '{spec.name}' exists with other settings ({'; '.join(conflicts)}): "
-                "use another --study-name"
-            )
     storage = open_storage(spec.storage, spec.heartbeat_interval, spec.grace_period, on_stale)
+    try:
+        existing = optuna.load_study(study_name=spec.name, storage=storage)
+    except KeyError:
+        existing = None
+    if existing is not None:
+        _check_same_search(existing, spec, task)
     study = optuna.create_study(
         study_name=spec.name,
         storage=storage,
@@ -152,12 +156,6 @@ def open_study(
         direction=task.direction,
         load_if_exists=True,
     )
-    recorded_metric = study.user_attrs.get(METRIC_ATTR)
-    if recorded_metric is not None and recorded_metric != task.metric:
-        raise SpecError(
-            f"study '{spec.name}' optimizes {recorded_metric}; this run would optimize "
-            f"{task.metric}: resume with the same options or use another --study-name"
-        )
     if SPEC_ATTR not in study.user_attrs:
         study.set_user_attr(SPEC_ATTR, spec.to_json())
         study.set_user_attr(TASK_ATTR, task.name)
@@ -402,7 +400,3 @@ def best_trial_info(study: optuna.Study) -> dict:
         "best_epoch": best.user_attrs.get("best_epoch"),
         "mlflow_run_id": best.user_attrs.get("mlflow_run_id"),
     }
-
-
-def with_overrides(spec: StudySpec, **changes) -> StudySpec:
-    return replace(spec, **{k: v for k, v in changes.items() if v is not None})

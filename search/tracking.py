@@ -133,10 +133,6 @@ class StudyTracker:
         self._open_runs[run_id] = f"trial-{trial.number}"
         return TrialRun(self, run_id)
 
-    def log_parent_metrics(self, metrics: Mapping[str, float]) -> None:
-        if self.parent_run_id:
-            self.client.log_batch(self.parent_run_id, metrics=_metrics(metrics, None))
-
     def fail_dead_run(self, run_id: str) -> None:
         """Close the run of a trial whose process died, marking it as recovered."""
         from mlflow.entities import RunTag
