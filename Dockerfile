@@ -42,6 +42,8 @@ RUN if [ -n "$TORCH_INDEX_URL" ]; then \
 
 WORKDIR /app
 COPY pyproject.toml README* ./
+# Four folders, one import name: they install as tunelab, tunelab.models, .objectives, .search.
+COPY tunelab ./tunelab
 COPY search ./search
 COPY models ./models
 COPY objectives ./objectives

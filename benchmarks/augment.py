@@ -17,8 +17,8 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms
 from torchvision.transforms.functional import to_pil_image
 
-from objectives.augment import AugmentConfig, augment_batch
-from objectives.data import DataSpec, load_data
+from tunelab.objectives.augment import AugmentConfig, augment_batch
+from tunelab.objectives.data import DataSpec, load_data
 
 ROTATION, FLIP, PADDING, BATCH = 15.0, 0.5, 2, 128
 

@@ -23,9 +23,9 @@ from pathlib import Path
 
 import torch
 
-from models.gan import Generator, GeneratorConfig
-from objectives.data import DataSpec, load_data
-from objectives.fid import (
+from tunelab.models.gan import Generator, GeneratorConfig
+from tunelab.objectives.data import DataSpec, load_data
+from tunelab.objectives.fid import (
     ClassifierFeatures,
     InceptionFeatures,
     feature_statistics,
@@ -35,7 +35,7 @@ from objectives.fid import (
     kernel_distance,
     real_reference,
 )
-from objectives.gan import KID_SUBSETS, GANHParams
+from tunelab.objectives.gan import KID_SUBSETS, GANHParams
 
 SHARED_WEIGHTS = (
     Path(__file__).resolve().parents[2] / "shared/data/inception/inception-v3-fid-2015-12-05.pth"
@@ -53,9 +53,9 @@ def timed(fn):
 def generate(data, n: int, device: torch.device) -> torch.Tensor:
     hp = GANHParams()
     torch.manual_seed(0)
-    gen = Generator(GeneratorConfig(data.channels, data.image_size, hp.latent_size, hp.g_width))
+    gen = Generator(GeneratorConfig(data.channels, data.image_size, hp.latent_dim, hp.g_width))
     gen = gen.to(device).eval()
-    z = torch.randn(n, hp.latent_size, device=device)
+    z = torch.randn(n, hp.latent_dim, device=device)
     with torch.inference_mode():
         return torch.cat([(gen(z[i : i + 500]) + 1) / 2 for i in range(0, n, 500)])
 

@@ -21,12 +21,13 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from objectives.augment import AugmentConfig, augment_batch
-from objectives.classification import ClassificationTask, ClassifierHParams
-from objectives.data import DataSpec, load_data
-from search.config import StudySpec
-from search.study import prepare, run_study
-from search.tracking import telemetry_env
+from tunelab.objectives.augment import AugmentConfig, augment_batch
+from tunelab.objectives.classification import ClassificationTask, ClassifierHParams
+from tunelab.objectives.data import DataSpec, load_data
+from tunelab.search.adapters.tracking import telemetry_env
+from tunelab.search.spec import StudySpec
+from tunelab.search.study.prepare import prepare
+from tunelab.search.study.run import run_study
 
 
 def bare_loop(data, epochs: int, seed: int = 0) -> float:
@@ -68,7 +69,7 @@ def tunelab_trial(folder: Path, epochs: int, name: str) -> float:
         study_name=name,
         dataset="mnist5k",
         n_trials=1,
-        epochs=epochs,
+        max_epochs=epochs,
         patience=epochs,
         pruner="none",
         device="cpu",

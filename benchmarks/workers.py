@@ -54,7 +54,7 @@ def run(
         "small.yaml",
         "--n-trials",
         str(trials),
-        "--epochs",
+        "--max-epochs",
         "4",
         "--sampler",
         "random",

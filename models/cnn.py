@@ -9,15 +9,9 @@ from torch import nn
 
 
 @dataclass(frozen=True)
-class CNNConfig:
-    """Architecture of a `CNN`."""
+class CNNArchitecture:
+    """The tunable shape of a `CNN` (the `cnn` task searches these fields)."""
 
-    in_channels: int
-    """Image channels (1 grey, 3 colour)."""
-    image_size: tuple[int, int]
-    """Image height and width."""
-    num_classes: int
-    """Number of output classes."""
     conv_blocks: int = 2
     """Convolution blocks; each doubles the width and halves the resolution while it can."""
     convs_per_block: int = 2
@@ -34,6 +28,18 @@ class CNNConfig:
     """Dropout before each fully connected layer."""
     fc_width: int = 128
     """Width of the hidden fully connected layer (0 = none)."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class CNNConfig(CNNArchitecture):
+    """Everything a `CNN` is built from: its architecture and the data it will see."""
+
+    in_channels: int
+    """Image channels (1 grey, 3 colour)."""
+    image_size: tuple[int, int]
+    """Image height and width."""
+    num_classes: int
+    """Number of output classes."""
     input_mean: tuple[float, ...] = (0.0,)
     """Per-channel mean subtracted from inputs in [0, 1]."""
     input_std: tuple[float, ...] = (1.0,)

@@ -35,7 +35,7 @@ class GeneratorConfig:
     """Image channels (1 grey, 3 colour)."""
     image_size: tuple[int, int]
     """Image height and width."""
-    latent_size: int = 64
+    latent_dim: int = 64
     """Length of the Gaussian latent vector."""
     width: int = 32
     """Channels of the last hidden map (half the image size); doubled at each smaller one."""
@@ -83,7 +83,7 @@ class Generator(nn.Module):
         h0, w0 = ladder[0]
         self.start_shape = (widths[0], h0, w0)
         self.project = nn.Sequential(
-            nn.Linear(config.latent_size, widths[0] * h0 * w0, bias=False),
+            nn.Linear(config.latent_dim, widths[0] * h0 * w0, bias=False),
             nn.BatchNorm1d(widths[0] * h0 * w0),
             nn.ReLU(inplace=True),
         )

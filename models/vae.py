@@ -12,13 +12,9 @@ LOGVAR_RANGE = (-30.0, 20.0)
 
 
 @dataclass(frozen=True)
-class VAEConfig:
-    """Architecture of a `VAE`."""
+class VAEArchitecture:
+    """The tunable shape of a `VAE` (the `vae` task searches these fields)."""
 
-    in_channels: int
-    """Image channels (1 grey, 3 colour)."""
-    image_size: tuple[int, int]
-    """Image height and width."""
     latent_dim: int = 16
     """Dimension of the latent code z."""
     base_width: int = 32
@@ -28,6 +24,16 @@ class VAEConfig:
     resolution while it is at least 2 pixels."""
     fc_width: int = 0
     """Width of a hidden fully connected layer between the feature map and z (0 = none)."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class VAEConfig(VAEArchitecture):
+    """Everything a `VAE` is built from: its architecture and the images it will see."""
+
+    in_channels: int
+    """Image channels (1 grey, 3 colour)."""
+    image_size: tuple[int, int]
+    """Image height and width."""
 
 
 def _stride2_conv(c_in: int, c_out: int) -> nn.Conv2d:
@@ -105,6 +111,13 @@ class VAE(nn.Module):
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         """Per-pixel Bernoulli logits (N, C, H, W) of latent codes (N, latent_dim)."""
         return self.decoder(self.project(z).view(-1, *self.feature_shape))
+
+    def mean_decoder(self) -> nn.Sequential:
+        """The generative half as plain torch layers sharing these weights: latent codes
+        (N, latent_dim) -> mean images sigmoid(logits) in [0, 1]."""
+        return nn.Sequential(
+            self.project, nn.Unflatten(1, self.feature_shape), self.decoder, nn.Sigmoid()
+        )
 
     def forward(
         self, x: torch.Tensor, noise: torch.Tensor | None = None

@@ -9,18 +9,18 @@ them; a task never loops over epochs, logs, reports to Optuna or decides to stop
 from __future__ import annotations
 
 import abc
-import io
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Literal, Protocol
+from typing import Any, ClassVar, Literal
 
 import optuna
 import torch
 
-from objectives.data import DataBundle
-from objectives.space import SearchSpace
+from tunelab.objectives.data import DataBundle
+from tunelab.objectives.space import SearchSpace
 
-RunStatus = Literal["FINISHED", "KILLED", "FAILED"]
+EXAMPLE_ROWS = 4
+"""Rows of a registered model's input example."""
 
 
 @dataclass
@@ -86,6 +86,24 @@ class Finalization:
     """Files by relative artifact path (e.g. confusion_matrix.png)."""
 
 
+@dataclass(frozen=True)
+class ServingModel:
+    """The module a study registers in MLflow's Model Registry, with an input example."""
+
+    module: torch.nn.Module
+    """A CPU module in eval mode."""
+    example: torch.Tensor
+    """A small input batch (its signature and example in the registry)."""
+    kind: str
+    """What it is, recorded as a model-version tag (classifier, generator, vae-decoder...)."""
+
+
+def latent_example(latent_dim: int, seed: int) -> torch.Tensor:
+    """A seeded batch of standard-normal latent codes: the input example of a decoder."""
+    generator = torch.Generator().manual_seed(seed)
+    return torch.randn(EXAMPLE_ROWS, latent_dim, generator=generator)
+
+
 class Task(abc.ABC):
     """A model family trained and scored by the shared trial loop."""
 
@@ -132,95 +150,21 @@ class Task(abc.ABC):
     def finalize(self, parts: Parts, hp: Any, data: DataBundle) -> Finalization:
         """Final metrics and artifacts of a complete trial (best weights loaded)."""
 
+    def serving_model(self, parts: Parts, data: DataBundle, seed: int) -> ServingModel:
+        """The module worth registering from a trained trial, with an input example.
+
+        By default the task's only module, fed a few test images; tasks with several modules
+        (or whose useful half is not the whole network) say which.
+        """
+        if len(parts.modules) != 1:
+            raise NotImplementedError(
+                f"task {self.name!r} has modules {', '.join(parts.modules)}: "
+                "override serving_model to say which one to register"
+            )
+        (module,) = parts.modules.values()
+        example = data.test.x[:EXAMPLE_ROWS].to("cpu")
+        return ServingModel(module.to("cpu").eval(), example, kind="model")
+
     def better(self, a: float, b: float) -> bool:
         """Whether value a beats value b in this task's direction."""
         return a > b if self.direction == "maximize" else a < b
-
-
-class TrialRecorder(Protocol):
-    """Where the loop sends a trial's record (MLflow in `search.tracking`; nothing in tests)."""
-
-    def log_params(self, params: Mapping[str, Any]) -> None: ...
-
-    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None: ...
-
-    def log_artifacts(self, files: Mapping[str, bytes]) -> None: ...
-
-    def set_tags(self, tags: Mapping[str, str]) -> None: ...
-
-    def end(self, status: RunStatus, reason: str | None = None) -> None: ...
-
-
-class NullRecorder:
-    """Records nothing: for unit tests and bare benchmarks."""
-
-    def log_params(self, params: Mapping[str, Any]) -> None:
-        pass
-
-    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
-        pass
-
-    def log_artifacts(self, files: Mapping[str, bytes]) -> None:
-        pass
-
-    def set_tags(self, tags: Mapping[str, str]) -> None:
-        pass
-
-    def end(self, status: RunStatus, reason: str | None = None) -> None:
-        pass
-
-
-class MemoryRecorder:
-    """Keeps everything a trial records, in memory: for tests, notebooks and benchmarks."""
-
-    def __init__(self) -> None:
-        self.params: dict[str, Any] = {}
-        self.history: list[tuple[int | None, dict[str, float]]] = []
-        self.artifacts: dict[str, bytes] = {}
-        self.tags: dict[str, str] = {}
-        self.status: RunStatus | None = None
-        self.reason: str | None = None
-
-    def log_params(self, params: Mapping[str, Any]) -> None:
-        self.params.update(params)
-
-    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
-        self.history.append((step, dict(metrics)))
-
-    def log_artifacts(self, files: Mapping[str, bytes]) -> None:
-        self.artifacts.update(files)
-
-    def set_tags(self, tags: Mapping[str, str]) -> None:
-        self.tags.update(tags)
-
-    def end(self, status: RunStatus, reason: str | None = None) -> None:
-        self.status, self.reason = status, reason
-
-    def steps(self, name: str) -> dict[int, float]:
-        """A metric's values by step (the first value logged at each step)."""
-        values: dict[int, float] = {}
-        for step, metrics in self.history:
-            if step is not None and name in metrics:
-                values.setdefault(step, metrics[name])
-        return values
-
-
-def png_bytes(figure: Any) -> bytes:
-    """A matplotlib figure as PNG bytes (and closed)."""
-    import matplotlib.pyplot as plt
-
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
-    plt.close(figure)
-    return buffer.getvalue()
-
-
-def image_grid_png(images: torch.Tensor, nrow: int) -> bytes:
-    """A batch of images in [0, 1] as one PNG grid."""
-    from torchvision.utils import save_image
-
-    buffer = io.BytesIO()
-    save_image(
-        images.detach().float().clamp(0, 1).cpu(), buffer, nrow=nrow, padding=2, format="png"
-    )
-    return buffer.getvalue()

@@ -8,50 +8,41 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from models.cnn import CNN, CNNConfig
-from objectives.augment import AugmentConfig, augment_batch
-from objectives.base import EpochContext, Finalization, Parts, Task, png_bytes
-from objectives.data import DataBundle, Split
-from objectives.optim import OPTIMIZERS, make_optimizer, make_scheduler
-from objectives.space import Param, SearchSpace, space_from
+from tunelab.models.cnn import CNN, CNNArchitecture, CNNConfig
+from tunelab.objectives.augment import AugmentConfig, augment_batch
+from tunelab.objectives.base import (
+    EXAMPLE_ROWS,
+    EpochContext,
+    Finalization,
+    Parts,
+    ServingModel,
+    Task,
+)
+from tunelab.objectives.data import DataBundle, Split
+from tunelab.objectives.images import png_bytes
+from tunelab.objectives.optim import (
+    OptimizerHParams,
+    make_scheduler,
+    optimizer_for,
+    optimizer_params,
+)
+from tunelab.objectives.space import Param, SearchSpace, fields_of, space_from
 
 EVAL_BATCH = 1000
 
 
 @dataclass(frozen=True)
-class ClassifierHParams:
-    """Hyperparameters of one classification trial."""
+class ClassifierHParams(OptimizerHParams, CNNArchitecture):
+    """Hyperparameters of one classification trial: the optimizer's, the network's, and these."""
 
+    # this task's optimizer defaults (the fields are OptimizerHParams')
     lr: float = 2e-3
-    """Peak learning rate."""
-    batch_size: int = 64
-    """Training batch size."""
     optimizer: str = "adamw"
-    """Optimizer: sgd, adam or adamw."""
-    momentum: float = 0.9
-    """SGD momentum (sgd only)."""
     nesterov: bool = True
-    """Nesterov momentum (sgd only)."""
     weight_decay: float = 1e-4
-    """Weight decay (L2 for sgd and adam, decoupled for adamw)."""
+
     lr_schedule: str = "cosine"
     """Learning-rate schedule over the epoch budget: constant or cosine."""
-    conv_blocks: int = 2
-    """Convolution blocks."""
-    convs_per_block: int = 2
-    """Convolutions per block."""
-    base_width: int = 32
-    """Channels of the first block (doubling per block)."""
-    kernel_size: int = 3
-    """Convolution kernel size."""
-    batch_norm: bool = True
-    """Batch normalisation after each convolution."""
-    pooling: str = "max"
-    """Down-sampling: max or avg pooling."""
-    fc_width: int = 128
-    """Hidden fully connected width (0 = a single linear head)."""
-    dropout: float = 0.25
-    """Dropout before the fully connected layers."""
     rotation: float = 10.0
     """Augmentation: maximum rotation in degrees (0 = off)."""
     hflip: float = 0.0
@@ -86,16 +77,10 @@ class ClassificationTask(Task):
     hparams_type = ClassifierHParams
 
     def search_space(self) -> SearchSpace:
-        sgd = ("optimizer", ("sgd",))
         return space_from(
             ClassifierHParams,
             [
-                Param("lr", "float", 1e-4, 3e-2, log=True),
-                Param("batch_size", "categorical", choices=(32, 64, 128, 256)),
-                Param("optimizer", "categorical", choices=tuple(OPTIMIZERS)),
-                Param("momentum", "float", 0.5, 0.99, when=sgd),
-                Param("nesterov", "categorical", choices=(False, True), when=sgd),
-                Param("weight_decay", "float", 1e-6, 1e-2, log=True),
+                *optimizer_params(lr=(1e-4, 3e-2), weight_decay=(1e-6, 1e-2)),
                 Param("lr_schedule", "categorical", choices=("constant", "cosine")),
                 Param("conv_blocks", "int", 1, 3),
                 Param("convs_per_block", "int", 1, 2),
@@ -128,24 +113,15 @@ class ClassificationTask(Task):
         x = data.train.x
         dims = [0, 2, 3]
         config = CNNConfig(
+            **fields_of(CNNArchitecture, hp),
             in_channels=data.channels,
             image_size=data.image_size,
             num_classes=data.num_classes,
-            conv_blocks=hp.conv_blocks,
-            convs_per_block=hp.convs_per_block,
-            base_width=hp.base_width,
-            kernel_size=hp.kernel_size,
-            batch_norm=hp.batch_norm,
-            pooling=hp.pooling,
-            dropout=hp.dropout,
-            fc_width=hp.fc_width,
             input_mean=tuple(x.mean(dim=dims).tolist()),
             input_std=tuple(x.std(dim=dims).clamp_min(1e-6).tolist()),
         )
         model = CNN(config).to(device)
-        optimizer = make_optimizer(
-            hp.optimizer, model.parameters(), hp.lr, hp.weight_decay, hp.momentum, hp.nesterov
-        )
+        optimizer = optimizer_for(hp, model.parameters())
         steps_per_epoch = max(1, len(data.train) // hp.batch_size)
         scheduler = make_scheduler(optimizer, hp.lr_schedule, max_epochs * steps_per_epoch)
         return Parts(
@@ -153,6 +129,10 @@ class ClassificationTask(Task):
             optimizers={"optimizer": optimizer},
             schedulers={"lr": scheduler},
         )
+
+    def serving_model(self, parts: Parts, data: DataBundle, seed: int) -> ServingModel:
+        model = parts.modules["model"].to("cpu").eval()
+        return ServingModel(model, data.test.x[:EXAMPLE_ROWS].to("cpu"), "classifier")
 
     def train_epoch(
         self, parts: Parts, hp: ClassifierHParams, data: DataBundle, ctx: EpochContext

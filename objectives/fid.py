@@ -31,8 +31,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from models.cnn import CNN, CNNConfig
-from objectives.data import DataBundle, Split
+from tunelab.models.cnn import CNN, CNNConfig
+from tunelab.objectives.data import DataBundle, Split
 
 FEATURE_SPACES = ("fd_classifier", "fid_inception")
 """Names of the feature spaces; each is also the name of its Frechet distance metric."""
@@ -327,7 +327,7 @@ def _train_classifier(data: DataBundle, config: ClassifierFDConfig) -> dict:
     Runs inside a forked RNG state, so a trial that trains it draws the same random numbers
     as one that finds it cached.
     """
-    from objectives.optim import make_optimizer, make_scheduler
+    from tunelab.objectives.optim import make_optimizer, make_scheduler
 
     x = data.train.x
     device = x.device

@@ -31,10 +31,17 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from models.gan import Discriminator, DiscriminatorConfig, Generator, GeneratorConfig
-from objectives.base import EpochContext, Finalization, Parts, Task, image_grid_png
-from objectives.data import DataBundle
-from objectives.fid import (
+from tunelab.models.gan import Discriminator, DiscriminatorConfig, Generator, GeneratorConfig
+from tunelab.objectives.base import (
+    EpochContext,
+    Finalization,
+    Parts,
+    ServingModel,
+    Task,
+    latent_example,
+)
+from tunelab.objectives.data import DataBundle
+from tunelab.objectives.fid import (
     FeatureSpace,
     RealReference,
     distances,
@@ -43,8 +50,9 @@ from objectives.fid import (
     real_reference,
     resolve_feature_space,
 )
-from objectives.runner import Diverged
-from objectives.space import Param, SearchSpace, space_from
+from tunelab.objectives.images import image_grid_png
+from tunelab.objectives.runner import Diverged
+from tunelab.objectives.space import Param, SearchSpace, space_from
 
 LOSSES = ("ns", "wgan-gp")
 COLLAPSE_RATIO = 0.1
@@ -84,7 +92,7 @@ class GANOptions:
 class GANHParams:
     """Hyperparameters of one GAN trial."""
 
-    latent_size: int = 64
+    latent_dim: int = 64
     """Length of the Gaussian latent vector."""
     g_width: int = 32
     """Generator channels at half the image size (doubled at each smaller resolution)."""
@@ -167,7 +175,7 @@ class GANTask(Task):
         return space_from(
             GANHParams,
             [
-                Param("latent_size", "categorical", choices=(32, 64, 128), allowed=latents),
+                Param("latent_dim", "categorical", choices=(32, 64, 128), allowed=latents),
                 Param("g_width", "categorical", choices=(16, 32, 64), allowed=widths),
                 Param("d_width", "categorical", choices=(16, 32, 64), allowed=widths),
                 Param("lr_g", "float", 5e-5, 2e-3, log=True),
@@ -211,7 +219,7 @@ class GANTask(Task):
             raise ValueError(f"unknown GAN loss {hp.loss!r}; known: {', '.join(LOSSES)}")
         _, reference, _ = self._reference(data)  # RNG-neutral: trains or loads the classifier
         generator = Generator(
-            GeneratorConfig(data.channels, data.image_size, hp.latent_size, hp.g_width)
+            GeneratorConfig(data.channels, data.image_size, hp.latent_dim, hp.g_width)
         ).to(device)
         norm = "batch" if hp.loss == "ns" and not hp.r1 else "layer"
         discriminator = Discriminator(
@@ -226,7 +234,7 @@ class GANTask(Task):
                 "discriminator": torch.optim.Adam(discriminator.parameters(), hp.lr_d, betas=betas),
             },
             extra={
-                "fixed_noise": torch.randn(GRID * GRID, hp.latent_size, generator=fixed).to(device),
+                "fixed_noise": torch.randn(GRID * GRID, hp.latent_dim, generator=fixed).to(device),
                 "real": reference,
             },
         )
@@ -247,7 +255,7 @@ class GANTask(Task):
         d_steps = g_steps = 0
 
         def noise(n: int) -> torch.Tensor:
-            return torch.randn(n, hp.latent_size, generator=ctx.generator, device=device)
+            return torch.randn(n, hp.latent_dim, generator=ctx.generator, device=device)
 
         def generator_step(n: int) -> None:
             nonlocal g_sum, g_steps
@@ -329,7 +337,7 @@ class GANTask(Task):
         images = self._generate(
             parts.modules["generator"],
             self.options.fid_samples,
-            hp.latent_size,
+            hp.latent_dim,
             EVAL_NOISE_SEED,
             data.val.x.device,
         )
@@ -354,20 +362,26 @@ class GANTask(Task):
         with torch.inference_mode():
             return _grid_png(_to_unit(gen(parts.extra["fixed_noise"])))
 
+    def serving_model(self, parts: Parts, data: DataBundle, seed: int) -> ServingModel:
+        """The generator: latent codes -> images in [-1, 1]."""
+        generator = parts.modules["generator"].to("cpu").eval()
+        example = latent_example(generator.config.latent_dim, seed)
+        return ServingModel(generator, example, "generator")
+
     def finalize(self, parts: Parts, hp: GANHParams, data: DataBundle) -> Finalization:
         space, reference, _ = self._reference(data)
         gen = parts.modules["generator"]
         device = data.val.x.device
         n = min(self.options.final_fid_samples, len(data.val))
-        images = self._generate(gen, n, hp.latent_size, FINAL_NOISE_SEED, device)
+        images = self._generate(gen, n, hp.latent_dim, FINAL_NOISE_SEED, device)
         metrics = distances(space, reference, images)
         # Interpolations: each row walks between two random latents.
         source = torch.Generator().manual_seed(FINAL_NOISE_SEED + 1)
-        ends = torch.randn(2, GRID, hp.latent_size, generator=source)
+        ends = torch.randn(2, GRID, hp.latent_dim, generator=source)
         path = _slerp(ends[0], ends[1], torch.linspace(0, 1, GRID + 2)).to(device)
         gen.eval()
         with torch.inference_mode():
-            walk = _to_unit(gen(path.reshape(-1, hp.latent_size)))
+            walk = _to_unit(gen(path.reshape(-1, hp.latent_dim)))
         return Finalization(
             metrics={
                 **{f"final_{name}": value for name, value in metrics.items()},

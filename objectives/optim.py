@@ -1,13 +1,68 @@
-"""Optimizers and learning-rate schedules by name, shared by every task."""
+"""Optimizers and learning-rate schedules by name, and the hyperparameters that choose them.
+
+`OptimizerHParams` declares the optimizer fields every gradient-trained task shares; a task's
+hyperparameter dataclass inherits them and overrides only their defaults. `optimizer_params`
+is the matching part of a search space.
+"""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 import torch
 
+from tunelab.objectives.space import Param
+
 OPTIMIZERS = ("sgd", "adam", "adamw")
+BATCH_SIZES = (32, 64, 128, 256)
+"""Batch sizes searched by default."""
+
+
+@dataclass(frozen=True)
+class OptimizerHParams:
+    """The optimizer's hyperparameters; tasks inherit them and set their own defaults."""
+
+    lr: float = 1e-3
+    """Peak learning rate."""
+    batch_size: int = 64
+    """Training batch size."""
+    optimizer: str = "adam"
+    """Optimizer: sgd, adam or adamw."""
+    momentum: float = 0.9
+    """SGD momentum (sgd only)."""
+    nesterov: bool = False
+    """Nesterov momentum (sgd only)."""
+    weight_decay: float = 0.0
+    """Weight decay (L2 for sgd and adam, decoupled for adamw)."""
+
+
+def optimizer_params(
+    lr: tuple[float, float],
+    weight_decay: tuple[float, float],
+    nesterov: bool = True,
+) -> list[Param]:
+    """Search-space entries of `OptimizerHParams`: log-scale lr and weight decay in the given
+    ranges; momentum (and Nesterov, unless `nesterov` is False) only for SGD."""
+    sgd = ("optimizer", ("sgd",))
+    params = [
+        Param("lr", "float", *lr, log=True),
+        Param("batch_size", "categorical", choices=BATCH_SIZES),
+        Param("optimizer", "categorical", choices=OPTIMIZERS),
+        Param("momentum", "float", 0.5, 0.99, when=sgd),
+    ]
+    if nesterov:
+        params.append(Param("nesterov", "categorical", choices=(False, True), when=sgd))
+    params.append(Param("weight_decay", "float", *weight_decay, log=True))
+    return params
+
+
+def optimizer_for(
+    hp: OptimizerHParams, params: Iterable[torch.nn.Parameter]
+) -> torch.optim.Optimizer:
+    """The optimizer `hp` describes, over `params`."""
+    return make_optimizer(hp.optimizer, params, hp.lr, hp.weight_decay, hp.momentum, hp.nesterov)
 
 
 def make_optimizer(

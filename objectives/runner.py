@@ -12,37 +12,34 @@ from __future__ import annotations
 import io
 import json
 import math
-import os
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, is_dataclass
-from pathlib import Path
 from typing import Any
 
 import optuna
 import torch
 
-from objectives.base import EpochContext, NullRecorder, Parts, Task, TrialRecorder
-from objectives.data import DataBundle
-from objectives.space import SearchSpace
+from tunelab.objectives import keys
+from tunelab.objectives.base import EpochContext, Parts, Task
+from tunelab.objectives.checkpoints import CheckpointStore
+from tunelab.objectives.data import DataBundle
+from tunelab.objectives.recorders import NullRecorder, TrialRecorder
+from tunelab.objectives.space import SearchSpace
 
 RecorderFactory = Callable[[optuna.trial.BaseTrial], TrialRecorder]
-RESUMED_FROM_ATTR = "resumed_from_trial"
-"""User attribute naming the trial whose checkpoint a retried trial continued."""
-TRIAL_NUMBER_ATTR = "tunelab.trial_number"
-"""User attribute with the trial's own number. Optuna copies user attributes into the retry of
-a dead trial, so a new trial that finds one here is a retry of that trial."""
-ORIGINAL_TRIAL_ATTR = "tunelab.original_trial"
-"""User attribute with the first trial of a chain of retries."""
+SEED_STRIDE = 1_000_003
+"""Trial seeds are base_seed * SEED_STRIDE + trial number: a prime above any trial count, so
+the streams of two base seeds never share a trial seed."""
 
 
 def mark_trial_start(trial: optuna.trial.BaseTrial) -> int | None:
     """Record the trial's own number; returns the dead trial it retries, if any."""
-    source = trial.user_attrs.get(TRIAL_NUMBER_ATTR)
+    source = trial.user_attrs.get(keys.TRIAL_NUMBER)
     if source is not None and source != trial.number:
-        trial.set_user_attr(ORIGINAL_TRIAL_ATTR, trial.user_attrs.get(ORIGINAL_TRIAL_ATTR, source))
+        trial.set_user_attr(keys.ORIGINAL_TRIAL, trial.user_attrs.get(keys.ORIGINAL_TRIAL, source))
     else:
         source = None
-    trial.set_user_attr(TRIAL_NUMBER_ATTR, trial.number)
+    trial.set_user_attr(keys.TRIAL_NUMBER, trial.number)
     return source
 
 
@@ -58,8 +55,6 @@ class LoopConfig:
     """Base seed; a trial's seed is derived from it and the trial number."""
     device: str = "cpu"
     """Torch device the data and models live on."""
-    checkpoint_dir: str | None = None
-    """Folder of per-epoch checkpoints for resuming a retried trial (None = no checkpoints)."""
 
 
 class Diverged(Exception):
@@ -67,7 +62,7 @@ class Diverged(Exception):
 
 
 def trial_seed(base_seed: int, trial_number: int) -> int:
-    return (base_seed * 1_000_003 + trial_number) % (2**31)
+    return (base_seed * SEED_STRIDE + trial_number) % (2**31)
 
 
 class Objective:
@@ -80,12 +75,15 @@ class Objective:
         space: SearchSpace,
         loop: LoopConfig,
         recorder_factory: RecorderFactory | None = None,
+        checkpoints: CheckpointStore | None = None,
     ) -> None:
         self.task = task
         self.data = data
         self.space = space
         self.loop = loop
         self.recorder_factory = recorder_factory or (lambda trial: NullRecorder())
+        self.checkpoints = checkpoints
+        """Per-epoch checkpoints for resuming a retried trial (None = no checkpoints)."""
 
     def __call__(self, trial: optuna.trial.BaseTrial) -> float:
         task, loop = self.task, self.loop
@@ -110,15 +108,15 @@ class Objective:
             raise
         except Diverged as diverged:
             reason = str(diverged)
-            trial.set_user_attr("fail_reason", reason)
-            recorder.set_tags({"fail_reason": reason})
+            trial.set_user_attr(keys.FAIL_REASON, reason)
+            recorder.set_tags({keys.FAIL_REASON: reason})
             recorder.end("KILLED", reason)
             self._remove_checkpoint(trial.number)
             raise optuna.TrialPruned(reason) from None
         except BaseException as error:
             reason = _failure_reason(error)
-            trial.set_user_attr("fail_reason", reason)
-            recorder.set_tags({"fail_reason": reason})
+            trial.set_user_attr(keys.FAIL_REASON, reason)
+            recorder.set_tags({keys.FAIL_REASON: reason})
             recorder.end("FAILED", reason)
             raise
         recorder.end("FINISHED")
@@ -172,39 +170,28 @@ class Objective:
                 **final.artifacts,
             }
         )
-        trial.set_user_attr("best_epoch", best_epoch)
-        trial.set_user_attr("epochs_run", epoch)
-        trial.set_user_attr("early_stopped", epoch < loop.max_epochs)
+        trial.set_user_attr(keys.BEST_EPOCH, best_epoch)
+        trial.set_user_attr(keys.EPOCHS_RUN, epoch)
+        trial.set_user_attr(keys.EARLY_STOPPED, epoch < loop.max_epochs)
         return best_value
 
     # -- per-epoch checkpoints (crash recovery) ------------------------------------------
 
-    def _checkpoint_path(self, number: int) -> Path | None:
-        if self.loop.checkpoint_dir is None:
-            return None
-        return Path(self.loop.checkpoint_dir) / f"trial-{number}.pt"
-
     def _save_checkpoint(
         self, number: int, parts: Parts, generator: torch.Generator, state: dict[str, Any]
     ) -> None:
-        path = self._checkpoint_path(number)
-        if path is None:
-            return
-        path.parent.mkdir(parents=True, exist_ok=True)
-        payload = {
-            "parts": parts.state_dict(),
-            "loop": state,
-            "generator": generator.get_state(),
-            "torch_rng": torch.get_rng_state(),
-        }
-        tmp = path.with_suffix(".tmp")
-        torch.save(payload, tmp)
-        os.replace(tmp, path)  # atomic: a kill mid-write leaves the previous epoch intact
+        if self.checkpoints is not None:
+            payload = {
+                "parts": parts.state_dict(),
+                "loop": state,
+                "generator": generator.get_state(),
+                "torch_rng": torch.get_rng_state(),
+            }
+            self.checkpoints.save(number, payload)
 
     def _remove_checkpoint(self, number: int) -> None:
-        path = self._checkpoint_path(number)
-        if path is not None:
-            path.unlink(missing_ok=True)
+        if self.checkpoints is not None:
+            self.checkpoints.remove(number)
 
     def _resume(
         self,
@@ -222,20 +209,21 @@ class Objective:
             "since_best": 0,
             "best_weights": None,
         }
-        path = self._checkpoint_path(source) if source is not None else None
-        if path is None or not path.exists():
+        if source is None or self.checkpoints is None:
             return fresh
-        payload = torch.load(path, map_location=self.loop.device, weights_only=True)
+        payload = self.checkpoints.load(source, self.loop.device)
+        if payload is None:
+            return fresh
         parts.load_state_dict(payload["parts"])
         generator.set_state(payload["generator"].to("cpu"))
         torch.set_rng_state(payload["torch_rng"].to("cpu"))
         state = payload["loop"]
         # The dead trial's curve came over with the retry (inherit_intermediate_values).
-        trial.set_user_attr(RESUMED_FROM_ATTR, int(source))
+        trial.set_user_attr(keys.RESUMED_FROM_TRIAL, int(source))
         recorder.set_tags(
             {
-                "tunelab.resumed_from_trial": str(source),
-                "tunelab.resumed_at_epoch": str(state["epoch"]),
+                keys.RESUMED_FROM_TRIAL: str(source),
+                keys.RESUMED_AT_EPOCH_TAG: str(state["epoch"]),
             }
         )
         return state
@@ -247,18 +235,18 @@ def train_for_epochs(
     data: DataBundle,
     device: torch.device,
     epochs: int,
-    budget: int,
+    max_epochs: int,
     seed: int,
 ) -> tuple[Parts, EpochContext]:
     """Build and train for exactly `epochs` epochs without scoring anything (final
-    evaluation retrains a chosen configuration); `budget` is the epoch count the trial's
+    evaluation retrains a chosen configuration); `max_epochs` is the epoch budget the trial's
     schedules were built for, so the learning rate follows the same curve. Raises Diverged."""
     torch.manual_seed(seed)
     generator = torch.Generator(device=device).manual_seed(seed)
-    parts = task.build(hp, data, device, budget)
-    ctx = EpochContext(epoch=0, max_epochs=budget, generator=generator)
+    parts = task.build(hp, data, device, max_epochs)
+    ctx = EpochContext(epoch=0, max_epochs=max_epochs, generator=generator)
     for epoch in range(1, epochs + 1):
-        ctx = EpochContext(epoch=epoch, max_epochs=budget, generator=generator)
+        ctx = EpochContext(epoch=epoch, max_epochs=max_epochs, generator=generator)
         _check_finite(task.train_epoch(parts, hp, data, ctx), epoch)
     return parts, ctx
 

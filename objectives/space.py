@@ -188,6 +188,12 @@ class SearchSpace:
         return params
 
 
+def fields_of(dataclass_type: type, source: Any) -> dict[str, Any]:
+    """The values `source` holds for the fields of `dataclass_type` (e.g. the network
+    architecture part of a task's hyperparameters)."""
+    return {f.name: getattr(source, f.name) for f in dataclasses.fields(dataclass_type)}
+
+
 def space_from(hparams_type: type, params: list[Param]) -> SearchSpace:
     """A search space whose defaults are the hyperparameter dataclass's own defaults."""
     defaults = {f.name: f.default for f in dataclasses.fields(hparams_type)}

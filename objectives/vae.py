@@ -18,11 +18,19 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from models.vae import VAE, VAEConfig
-from objectives.base import EpochContext, Finalization, Parts, Task, image_grid_png
-from objectives.data import DataBundle, Split
-from objectives.optim import OPTIMIZERS, make_optimizer
-from objectives.space import Param, SearchSpace, space_from
+from tunelab.models.vae import VAE, VAEArchitecture, VAEConfig
+from tunelab.objectives.base import (
+    EpochContext,
+    Finalization,
+    Parts,
+    ServingModel,
+    Task,
+    latent_example,
+)
+from tunelab.objectives.data import DataBundle, Split
+from tunelab.objectives.images import image_grid_png
+from tunelab.objectives.optim import OptimizerHParams, optimizer_for, optimizer_params
+from tunelab.objectives.space import Param, SearchSpace, fields_of, space_from
 
 EVAL_BATCH = 1000
 """Images per inference batch when scoring a split."""
@@ -48,27 +56,13 @@ class VAEOptions:
 
 
 @dataclass(frozen=True)
-class VAEHParams:
-    """Hyperparameters of one VAE trial."""
+class VAEHParams(OptimizerHParams, VAEArchitecture):
+    """Hyperparameters of one VAE trial: the optimizer's, the network's, and these."""
 
+    # this task's optimizer defaults (the fields are OptimizerHParams'); the rate is constant
     lr: float = 3e-3
-    """Learning rate (constant)."""
-    batch_size: int = 64
-    """Training batch size."""
-    optimizer: str = "adam"
-    """Optimizer: sgd, adam or adamw."""
-    momentum: float = 0.9
-    """SGD momentum (sgd only)."""
     weight_decay: float = 1e-6
-    """Weight decay (L2 for sgd and adam, decoupled for adamw)."""
-    latent_dim: int = 16
-    """Dimension of the latent code."""
-    base_width: int = 32
-    """Channels of the first encoder block (doubling per block)."""
-    depth: int = 2
-    """Convolution blocks in the encoder and in the decoder."""
-    fc_width: int = 0
-    """Hidden fully connected width between feature map and latent code (0 = none)."""
+
     kl_warmup_epochs: int = 0
     """Epochs over which the KL weight ramps linearly from 0 to beta (0 = no warm-up)."""
     beta: float = 1.0
@@ -163,15 +157,10 @@ class VAETask(Task):
         self.options = options or VAEOptions()
 
     def search_space(self) -> SearchSpace:
-        sgd = ("optimizer", ("sgd",))
         return space_from(
             VAEHParams,
             [
-                Param("lr", "float", 1e-4, 1e-2, log=True),
-                Param("batch_size", "categorical", choices=(32, 64, 128, 256)),
-                Param("optimizer", "categorical", choices=tuple(OPTIMIZERS)),
-                Param("momentum", "float", 0.5, 0.99, when=sgd),
-                Param("weight_decay", "float", 1e-7, 1e-3, log=True),
+                *optimizer_params(lr=(1e-4, 1e-2), weight_decay=(1e-7, 1e-3), nesterov=False),
                 Param(
                     "latent_dim",
                     "categorical",
@@ -200,17 +189,12 @@ class VAETask(Task):
         self, hp: VAEHParams, data: DataBundle, device: torch.device, max_epochs: int
     ) -> Parts:
         config = VAEConfig(
+            **fields_of(VAEArchitecture, hp),
             in_channels=data.channels,
             image_size=data.image_size,
-            latent_dim=hp.latent_dim,
-            base_width=hp.base_width,
-            depth=hp.depth,
-            fc_width=hp.fc_width,
         )
         model = VAE(config).to(device)
-        optimizer = make_optimizer(
-            hp.optimizer, model.parameters(), hp.lr, hp.weight_decay, hp.momentum
-        )
+        optimizer = optimizer_for(hp, model.parameters())
         return Parts(modules={"model": model}, optimizers={"optimizer": optimizer})
 
     def train_epoch(
@@ -258,6 +242,12 @@ class VAETask(Task):
             "val_kl": scores["kl"],
             "val_bits_per_dim": -scores["elbo"] / (dims * math.log(2)),
         }
+
+    def serving_model(self, parts: Parts, data: DataBundle, seed: int) -> ServingModel:
+        """The decoder: latent codes -> mean images, the VAE's generative half."""
+        model = parts.modules["model"].to("cpu").eval()
+        example = latent_example(model.config.latent_dim, seed)
+        return ServingModel(model.mean_decoder().eval(), example, "vae-decoder")
 
     def finalize(self, parts: Parts, hp: VAEHParams, data: DataBundle) -> Finalization:
         model = parts.modules["model"]

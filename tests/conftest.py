@@ -70,14 +70,14 @@ def tracking_uri(tmp_path: Path) -> str:
 
 @pytest.fixture(scope="session")
 def digits():
-    from objectives.data import DataSpec, load_data
+    from tunelab.objectives.data import DataSpec, load_data
 
     return load_data(DataSpec("digits"))
 
 
 @pytest.fixture
 def recorder():
-    from objectives.base import MemoryRecorder
+    from tunelab.objectives.recorders import MemoryRecorder
 
     return MemoryRecorder()
 

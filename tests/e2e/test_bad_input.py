@@ -2,7 +2,7 @@
 
 import pytest
 
-from search.cli import main
+from tunelab.search.cli import main
 
 pytestmark = pytest.mark.e2e
 
@@ -13,7 +13,7 @@ def workdir(tmp_path, monkeypatch):
     monkeypatch.delenv("TUNELAB_STORAGE", raising=False)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     (tmp_path / "bad.yaml").write_text("params:\n  lr: {low: 1, high: 0.1}\n")
-    (tmp_path / "broken.yaml").write_text("epochs: [1,\n")
+    (tmp_path / "broken.yaml").write_text("max_epochs: [1,\n")
     return tmp_path
 
 
@@ -34,8 +34,8 @@ CASES = [
     (["run", "cnn", "--config", "bad.yaml"], "low 1.0 is above high 0.1"),
     (["run", "cnn", "--config", "broken.yaml"], "not valid YAML"),
     (["run", "cnn", "--n-trials", "0"], "--n-trials must be at least 1"),
-    (["run", "cnn", "--epochs", "-2"], "--epochs must be at least 1"),
-    (["run", "cnn", "--epochs", "two"], "Invalid value for '--epochs'"),
+    (["run", "cnn", "--epochs", "-2"], "--max-epochs must be at least 1"),
+    (["run", "cnn", "--max-epochs", "two"], "Invalid value for '--max-epochs'"),
     (["run", "cnn", "--dataset", "mnist", "--data-dir", "empty"], "MNIST/raw"),
     (["run", "cnn", "--device", "cuda"], "no CUDA GPU"),
     (["best", "nothing"], "no study 'nothing'"),

@@ -23,8 +23,9 @@ import optuna
 import pytest
 from mlflow import MlflowClient
 
-from search.config import StudySpec
-from search.study import prepare, run_study
+from tunelab.search.spec import StudySpec
+from tunelab.search.study.prepare import prepare
+from tunelab.search.study.run import run_study
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 pytestmark = [
@@ -51,7 +52,7 @@ def finished(tmp_path_factory) -> dict:
         dataset="digits",
         study_name="browser-study",
         n_trials=N_TRIALS,
-        epochs=1,
+        max_epochs=1,
         storage=f"sqlite:///{root / 'studies.db'}",
         tracking_uri=f"sqlite:///{root / 'mlruns' / 'mlflow.db'}",
         params=SMALL,
@@ -203,7 +204,7 @@ def test_mlflow_ui_renders_the_experiment_runs(finished, tmp_path):
     spec, study = finished["spec"], finished["study"]
     client = MlflowClient(spec.tracking_uri)
     experiment = client.get_experiment_by_name(spec.name)
-    best_run = client.get_run(study.best_trial.user_attrs["mlflow_run_id"])
+    best_run = client.get_run(study.best_trial.user_attrs["tunelab.mlflow_run_id"])
     port = _free_port()
     base = f"http://127.0.0.1:{port}"
     args = ["ui", "--tracking-uri", spec.tracking_uri, "--port", str(port)]
@@ -224,7 +225,7 @@ def test_mlflow_ui_renders_the_experiment_runs(finished, tmp_path):
 
 
 def test_report_renders_offline_in_the_browser(finished, tmp_path):
-    from search.report import FIGURE_TITLES, write_report
+    from tunelab.search.analysis.report import FIGURE_TITLES, write_report
 
     name = finished["spec"].name
     files = write_report(finished["study"], tmp_path / "report")

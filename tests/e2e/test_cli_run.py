@@ -34,7 +34,7 @@ def test_run_cnn_tracks_every_trial_in_optuna_and_mlflow(cli, cnn_args, storage_
 
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}")
     for trial in study.trials:
-        run = client.get_run(trial.user_attrs["mlflow_run_id"])
+        run = client.get_run(trial.user_attrs["tunelab.mlflow_run_id"])
         assert run.info.status == STATUS[trial.state]
         assert run.data.tags["optuna.state"] == trial.state.name
         for metric in ("train_loss", "train_accuracy", "val_loss", "val_accuracy"):
@@ -44,7 +44,9 @@ def test_run_cnn_tracks_every_trial_in_optuna_and_mlflow(cli, cnn_args, storage_
         if trial.state == TrialState.COMPLETE:
             assert {"config.json", "checkpoint", "confusion_matrix.png"} <= artifacts
             assert {"val_f1", "val_precision", "val_recall"} <= set(run.data.metrics)
-    assert {client.get_run(t.user_attrs["mlflow_run_id"]).info.status for t in pruned} == {"KILLED"}
+    assert {client.get_run(t.user_attrs["tunelab.mlflow_run_id"]).info.status for t in pruned} == {
+        "KILLED"
+    }
 
     best = cli(["best", "cnn-digits", "--storage", storage_url, "--json"], cwd=tmp_path)
     assert best.returncode == 0, best.stderr

@@ -245,7 +245,7 @@ def test_image_files_keep_secrets_out_and_choose_torch_by_build_argument():
 
 
 def test_default_study_config_is_a_valid_tunelab_config():
-    from search.config import load_config_file
+    from tunelab.search.spec import load_config_file
 
     assert isinstance(load_config_file(REPO / "docker" / "study.yaml"), dict)
 
@@ -516,10 +516,10 @@ def test_every_service_command_runs_locally_against_postgres(postgres, tmp_path)
         numbers = [r.data.tags["optuna.trial_number"] for r in children.values()]
         assert len(numbers) == len(set(numbers)) == len(trials)
         for trial in finished:
-            run = children[trial.user_attrs["mlflow_run_id"]]
+            run = children[trial.user_attrs["tunelab.mlflow_run_id"]]
             assert run.info.status == RUN_STATUS[trial.state]
         complete = next(t for t in finished if t.state == TrialState.COMPLETE)
-        artifacts = client.list_artifacts(complete.user_attrs["mlflow_run_id"])
+        artifacts = client.list_artifacts(complete.user_attrs["tunelab.mlflow_run_id"])
         assert artifacts, "no artifact reached the server"
         served = [p for p in (tmp_path / "mlartifacts").rglob("*") if p.is_file()]
         assert served, "the server stored no artifact in its --artifacts-destination"

@@ -87,13 +87,15 @@ def test_sigkill_then_restart_resumes_the_dead_trial_from_its_checkpoint(
     assert study.trials[killed].state == TrialState.FAIL
     assert not study.get_trials(states=(TrialState.RUNNING,))
 
-    retry = next(t for t in study.trials if t.user_attrs.get("resumed_from_trial") == killed)
+    retry = next(
+        t for t in study.trials if t.user_attrs.get("tunelab.resumed_from_trial") == killed
+    )
     assert {1, 2} <= set(retry.intermediate_values), "the dead trial's curve came over"
     client, runs = _runs(tmp_path, "cnn-digits")
-    dead_run = client.get_run(study.trials[killed].user_attrs["mlflow_run_id"])
+    dead_run = client.get_run(study.trials[killed].user_attrs["tunelab.mlflow_run_id"])
     assert dead_run.info.status == "FAILED"
     assert dead_run.data.tags["tunelab.recovered"] == "true"
-    retry_run = client.get_run(retry.user_attrs["mlflow_run_id"])
+    retry_run = client.get_run(retry.user_attrs["tunelab.mlflow_run_id"])
     assert retry_run.data.tags["tunelab.retry_of_trial"] == str(killed)
     resumed_at = int(retry_run.data.tags["tunelab.resumed_at_epoch"])
     assert resumed_at >= 2
@@ -117,7 +119,9 @@ def test_signal_ends_the_trial_as_failed_and_the_same_command_finishes(
 
     study = optuna.load_study(study_name="cnn-digits", storage=storage)
     trial = study.trials[stopped]
-    assert trial.state == TrialState.FAIL and trial.user_attrs["fail_reason"] == "interrupted"
+    assert (
+        trial.state == TrialState.FAIL and trial.user_attrs["tunelab.fail_reason"] == "interrupted"
+    )
     assert not study.get_trials(states=(TrialState.RUNNING,))
     client, runs = _runs(tmp_path, "cnn-digits")
     assert not [r for r in runs if r.info.status == "RUNNING"]
@@ -127,7 +131,7 @@ def test_signal_ends_the_trial_as_failed_and_the_same_command_finishes(
     assert result.returncode == 0, result.stderr
     study = optuna.load_study(study_name="cnn-digits", storage=storage)
     assert len(study.get_trials(states=FINISHED)) == 2
-    assert any(t.user_attrs.get("resumed_from_trial") == stopped for t in study.trials)
+    assert any(t.user_attrs.get("tunelab.resumed_from_trial") == stopped for t in study.trials)
 
 
 def test_worker_fails_fast_when_its_database_or_tracking_server_is_unreachable(

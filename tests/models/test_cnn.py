@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from models.cnn import CNN, CNNConfig
+from tunelab.models.cnn import CNN, CNNConfig
 
 
 @pytest.mark.parametrize(
@@ -25,9 +25,18 @@ def test_cnn_is_shaped_from_the_data(channels, size, blocks):
 
 
 def test_options_change_the_architecture():
-    plain = CNN(CNNConfig(1, (28, 28), 10, batch_norm=False, fc_width=0, pooling="avg"))
+    plain = CNN(
+        CNNConfig(
+            in_channels=1,
+            image_size=(28, 28),
+            num_classes=10,
+            batch_norm=False,
+            fc_width=0,
+            pooling="avg",
+        )
+    )
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in plain.modules())
     assert any(isinstance(m, torch.nn.AvgPool2d) for m in plain.modules())
     assert plain(torch.rand(2, 1, 28, 28)).shape == (2, 10)
     with pytest.raises(ValueError, match="pooling"):
-        CNN(CNNConfig(1, (28, 28), 10, pooling="median"))
+        CNN(CNNConfig(in_channels=1, image_size=(28, 28), num_classes=10, pooling="median"))

@@ -3,7 +3,7 @@ from dataclasses import asdict
 import pytest
 import torch
 
-from models.gan import (
+from tunelab.models.gan import (
     Discriminator,
     DiscriminatorConfig,
     Generator,
@@ -17,7 +17,7 @@ SIZES = [(1, (8, 8)), (1, (28, 28)), (3, (32, 32))]
 @pytest.mark.parametrize(("channels", "size"), SIZES)
 @pytest.mark.parametrize("norm", ["batch", "layer", "none", "instance"])
 def test_generator_and_discriminator_are_shaped_from_the_data(channels, size, norm):
-    gen = Generator(GeneratorConfig(channels, size, latent_size=16, width=8))
+    gen = Generator(GeneratorConfig(channels, size, latent_dim=16, width=8))
     disc = Discriminator(DiscriminatorConfig(channels, size, width=8, norm=norm))
     images = gen(torch.randn(5, 16))
     assert images.shape == (5, channels, *size)
@@ -34,7 +34,7 @@ def test_resolution_ladders():
 
 
 def test_odd_sized_images_still_work():
-    gen = Generator(GeneratorConfig(3, (15, 15), latent_size=8, width=8))
+    gen = Generator(GeneratorConfig(3, (15, 15), latent_dim=8, width=8))
     disc = Discriminator(DiscriminatorConfig(3, (15, 15), width=8))
     assert disc(gen(torch.randn(2, 8))).shape == (2,)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from models.vae import VAE, VAEConfig
+from tunelab.models.vae import VAE, VAEConfig
 
 
 @pytest.mark.parametrize(

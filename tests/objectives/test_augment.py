@@ -1,6 +1,6 @@
 import torch
 
-from objectives.augment import AugmentConfig, augment_batch
+from tunelab.objectives.augment import AugmentConfig, augment_batch
 
 
 def _images(n=8, size=12):

@@ -4,9 +4,9 @@ import optuna
 import torch
 from PIL import Image
 
-from models.cnn import CNN, CNNConfig
-from objectives.classification import ClassificationTask
-from objectives.runner import LoopConfig, Objective
+from tunelab.models.cnn import CNN, CNNConfig
+from tunelab.objectives.classification import ClassificationTask
+from tunelab.objectives.runner import LoopConfig, Objective
 
 SMALL = {"base_width": 8, "fc_width": 32, "conv_blocks": 2, "convs_per_block": 1}
 

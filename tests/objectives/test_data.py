@@ -3,7 +3,7 @@ import pytest
 import torch
 from PIL import Image
 
-from objectives.data import DataError, DataSpec, load_data
+from tunelab.objectives.data import DataError, DataSpec, load_data
 
 
 def test_mnist5k_is_embedded_and_split_4000_500_500():

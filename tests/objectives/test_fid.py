@@ -4,8 +4,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from objectives import fid
-from objectives.fid import (
+from tunelab.objectives import fid
+from tunelab.objectives.fid import (
     ClassifierFeatures,
     InceptionFeatures,
     distances,

@@ -7,14 +7,14 @@ import pytest
 import torch
 from PIL import Image
 
-from models.gan import Generator, GeneratorConfig
-from objectives.base import EpochContext
-from objectives.data import DataBundle, Split
-from objectives.gan import COLLAPSE_RATIO, GANOptions, GANTask
-from objectives.runner import Diverged, LoopConfig, Objective
-from objectives.tasks import get_task
+from tunelab.models.gan import Generator, GeneratorConfig
+from tunelab.objectives.base import EpochContext
+from tunelab.objectives.data import DataBundle, Split
+from tunelab.objectives.gan import COLLAPSE_RATIO, GANOptions, GANTask
+from tunelab.objectives.registry import get_task
+from tunelab.objectives.runner import Diverged, LoopConfig, Objective
 
-SMALL = {"g_width": 16, "d_width": 16, "latent_size": 32}
+SMALL = {"g_width": 16, "d_width": 16, "latent_dim": 32}
 
 
 def _task(cache_dir: Path, **options) -> GANTask:
@@ -115,7 +115,7 @@ def test_default_trial_logs_curves_samples_and_final_distance(digits, recorder, 
     config = checkpoint["model_configs"]["generator"]
     gen = Generator(GeneratorConfig(**{**config, "image_size": tuple(config["image_size"])}))
     gen.load_state_dict(checkpoint["state_dict"]["generator"])
-    assert gen.eval()(torch.randn(3, gen.config.latent_size)).shape == (3, 1, 8, 8)
+    assert gen.eval()(torch.randn(3, gen.config.latent_dim)).shape == (3, 1, 8, 8)
 
 
 WGAN = {"loss": "wgan-gp", "gp_weight": 10.0, "d_steps": 2, "beta1": 0.0, "beta2": 0.9}
@@ -176,7 +176,7 @@ def test_mode_collapse_is_detected_and_prunes_the_trial(digits, recorder, cache_
     with pytest.raises(optuna.TrialPruned, match="mode collapse"):
         _run(collapsing, digits, recorder, trial, epochs=3)
     assert recorder.status == "KILLED" and recorder.reason.startswith("mode collapse")
-    assert trial.user_attrs["fail_reason"].startswith("mode collapse")
+    assert trial.user_attrs["tunelab.fail_reason"].startswith("mode collapse")
     assert set(recorder.steps("fd_classifier")) == {1}
 
 

@@ -7,9 +7,11 @@ import optuna
 import pytest
 import torch
 
-from objectives.base import Finalization, Parts, Task
-from objectives.runner import TRIAL_NUMBER_ATTR, LoopConfig, Objective
-from objectives.space import Param, space_from
+from tunelab.objectives import keys
+from tunelab.objectives.base import Finalization, Parts, Task
+from tunelab.objectives.checkpoints import LocalCheckpoints
+from tunelab.objectives.runner import LoopConfig, Objective
+from tunelab.objectives.space import Param, space_from
 
 
 @dataclass(frozen=True)
@@ -58,8 +60,9 @@ class ScriptedTask(Task):
         return Finalization(metrics={"val_final": 1.0}, artifacts={"note.txt": b"done"})
 
 
-def _objective(task, recorder, **loop):
-    return Objective(task, None, task.search_space(), LoopConfig(**loop), lambda t: recorder)
+def _objective(task, recorder, checkpoints=None, **loop):
+    space = task.search_space()
+    return Objective(task, None, space, LoopConfig(**loop), lambda t: recorder, checkpoints)
 
 
 def test_value_is_the_best_epoch_and_its_weights_are_restored(recorder):
@@ -80,7 +83,10 @@ def test_early_stopping_after_patience_epochs_without_improvement(recorder):
     trial = optuna.trial.FixedTrial({"x": 0.1})
     assert _objective(task, recorder, max_epochs=7, patience=2)(trial) == 0.9
     assert task.epochs_trained == [1, 2, 3, 4]
-    assert trial.user_attrs["early_stopped"] is True and trial.user_attrs["epochs_run"] == 4
+    assert (
+        trial.user_attrs["tunelab.early_stopped"] is True
+        and trial.user_attrs["tunelab.epochs_run"] == 4
+    )
 
 
 def test_non_finite_loss_prunes_with_the_reason_recorded(recorder):
@@ -88,8 +94,8 @@ def test_non_finite_loss_prunes_with_the_reason_recorded(recorder):
     trial = optuna.trial.FixedTrial({"x": 0.1})
     with pytest.raises(optuna.TrialPruned, match="non-finite train_loss"):
         _objective(task, recorder, max_epochs=3)(trial)
-    assert "non-finite train_loss" in trial.user_attrs["fail_reason"]
-    assert recorder.status == "KILLED" and "epoch 2" in recorder.tags["fail_reason"]
+    assert "non-finite train_loss" in trial.user_attrs["tunelab.fail_reason"]
+    assert recorder.status == "KILLED" and "epoch 2" in recorder.tags["tunelab.fail_reason"]
 
 
 def test_pruner_decision_ends_the_run_as_killed(recorder):
@@ -103,18 +109,18 @@ def test_pruner_decision_ends_the_run_as_killed(recorder):
 
 
 def test_interrupted_trial_resumes_from_its_last_epoch_checkpoint(tmp_path, recorder):
-    loop = {"max_epochs": 5, "patience": 5, "checkpoint_dir": str(tmp_path)}
+    loop = {"max_epochs": 5, "patience": 5, "checkpoints": LocalCheckpoints(tmp_path)}
     values = [0.1, 0.2, 0.3, 0.4, 0.5]
     first = optuna.trial.FixedTrial({"x": 0.1}, number=3)
     with pytest.raises(KeyboardInterrupt):
         _objective(ScriptedTask(values, interrupt_at=3), recorder, **loop)(first)
-    assert recorder.status == "FAILED" and first.user_attrs["fail_reason"] == "interrupted"
+    assert recorder.status == "FAILED" and first.user_attrs["tunelab.fail_reason"] == "interrupted"
     assert (tmp_path / "trial-3.pt").exists()
 
     retry = optuna.trial.FixedTrial({"x": 0.1}, number=7)
-    retry.set_user_attr(TRIAL_NUMBER_ATTR, 3)  # what Optuna copies into a retried trial
+    retry.set_user_attr(keys.TRIAL_NUMBER, 3)  # what Optuna copies into a retried trial
     task = ScriptedTask(values)
     assert _objective(task, recorder, **loop)(retry) == 0.5
     assert task.epochs_trained == [3, 4, 5]
-    assert retry.user_attrs["resumed_from_trial"] == 3
+    assert retry.user_attrs["tunelab.resumed_from_trial"] == 3
     assert not (tmp_path / "trial-7.pt").exists()  # removed once the trial completed

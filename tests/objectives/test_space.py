@@ -1,8 +1,8 @@
 import optuna
 import pytest
 
-from objectives.classification import ClassificationTask
-from objectives.space import SearchSpaceError
+from tunelab.objectives.classification import ClassificationTask
+from tunelab.objectives.space import SearchSpaceError
 
 
 @pytest.fixture

@@ -12,12 +12,20 @@ import pytest
 import torch
 from PIL import Image
 
-import objectives.vae as vae_module
-from objectives.base import EpochContext, MemoryRecorder
-from objectives.data import DataSpec, Split, load_data
-from objectives.runner import LoopConfig, Objective
-from objectives.tasks import get_task
-from objectives.vae import VAEHParams, VAEOptions, VAETask, evaluate_elbo, iwae_bound, kl_weight
+import tunelab.objectives.vae as vae_module
+from tunelab.objectives.base import EpochContext
+from tunelab.objectives.data import DataSpec, Split, load_data
+from tunelab.objectives.recorders import MemoryRecorder
+from tunelab.objectives.registry import get_task
+from tunelab.objectives.runner import LoopConfig, Objective
+from tunelab.objectives.vae import (
+    VAEHParams,
+    VAEOptions,
+    VAETask,
+    evaluate_elbo,
+    iwae_bound,
+    kl_weight,
+)
 
 EPOCH_METRICS = (
     "train_loss",

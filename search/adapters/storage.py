@@ -10,7 +10,7 @@ import optuna
 import sqlalchemy
 from sqlalchemy.engine import URL, make_url
 
-from search.config import SpecError
+from tunelab.search.spec import SpecError
 
 SQLITE_BUSY_TIMEOUT_S = 60
 """How long a SQLite writer waits for the lock before giving up."""
@@ -90,14 +90,17 @@ def engine_kwargs(url_text: str) -> dict:
     return kwargs
 
 
+StaleTrialCallback = Callable[[optuna.Study, optuna.trial.FrozenTrial], None]
+
+
 def open_storage(
     url_text: str,
     heartbeat_interval: int | None = None,
     grace_period: int | None = None,
-    on_stale: Callable[[optuna.Study, optuna.trial.FrozenTrial], None] | None = None,
+    on_stale: StaleTrialCallback | None = None,
 ) -> optuna.storages.RDBStorage:
     """An RDBStorage; with a heartbeat, a trial whose process died is failed after the grace
-    period and handed to `on_stale` (default: Optuna's retry, keeping its curve)."""
+    period and handed to `on_stale` (e.g. a retry that resumes it)."""
     path = sqlite_path(make_url(url_text))
     if path is not None:
         enable_wal(path)
@@ -106,9 +109,6 @@ def open_storage(
         heartbeat = {
             "heartbeat_interval": heartbeat_interval,
             "grace_period": grace_period,
-            "heartbeat_stale_trial_callback": on_stale
-            or optuna.storages.RetryHeartbeatStaleTrialCallback(
-                max_retry=3, inherit_intermediate_values=True
-            ),
+            "heartbeat_stale_trial_callback": on_stale,
         }
     return optuna.storages.RDBStorage(url_text, engine_kwargs=engine_kwargs(url_text), **heartbeat)

@@ -27,20 +27,19 @@ from typing import Any
 import optuna
 import torch
 
-from objectives.base import EpochContext, Parts, Task
-from objectives.data import DataBundle
-from objectives.runner import Diverged, train_for_epochs, trial_seed
-from search.config import SpecError
+from tunelab.objectives import keys
+from tunelab.objectives.base import EpochContext, Parts, ServingModel, Task
+from tunelab.objectives.data import DataBundle
+from tunelab.objectives.runner import Diverged, train_for_epochs, trial_seed
+from tunelab.search.spec import SpecError
 
-EVALUATION_TAG = "tunelab.evaluation"
-"""Tag of the evaluation run."""
 EVAL_SEED_OFFSET = 1_000_000
 """Evaluation seed i is `trial_seed(spec seed, EVAL_SEED_OFFSET + i)`: a stream that no trial
 of the study used (trial numbers stay far below the offset)."""
+MODULE_TAG = "tunelab.module"
+"""Model-version tag: what was registered (classifier, generator, vae-decoder...)."""
 CONFIDENCE = 0.95
 """Coverage of the t-interval over seeds."""
-EXAMPLE_ROWS = 4
-"""Rows of the registered model's input example."""
 
 
 @dataclass(frozen=True)
@@ -173,54 +172,6 @@ def t_interval(values: tuple[float, ...], confidence: float = CONFIDENCE) -> tup
 # -- the registered model --------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class ServingModel:
-    """The module registered in the Model Registry, with an input example."""
-
-    module: torch.nn.Module
-    """A CPU module in eval mode."""
-    example: torch.Tensor
-    """A small input batch."""
-    kind: str
-    """classifier, generator or vae-decoder."""
-
-
-def serving_model(parts: Parts, data: DataBundle, seed: int) -> ServingModel:
-    """The module worth serving from a task's parts, found by what the modules are."""
-    generator = torch.Generator().manual_seed(seed)
-    modules = {k: m.to("cpu").eval() for k, m in parts.modules.items()}
-    if "generator" in modules:
-        module = modules["generator"]
-        size = _latent_size(module)
-        return ServingModel(
-            module, torch.randn(EXAMPLE_ROWS, size, generator=generator), "generator"
-        )
-    if len(modules) != 1:
-        raise SpecError(f"no module to register among {', '.join(modules)}")
-    (module,) = modules.values()
-    if all(hasattr(module, a) for a in ("project", "decoder", "feature_shape")):
-        # The VAE's generative half as plain torch layers: z -> sigmoid(decoder logits).
-        decoder = torch.nn.Sequential(
-            module.project,
-            torch.nn.Unflatten(1, tuple(module.feature_shape)),
-            module.decoder,
-            torch.nn.Sigmoid(),
-        ).eval()
-        size = _latent_size(module)
-        return ServingModel(
-            decoder, torch.randn(EXAMPLE_ROWS, size, generator=generator), "vae-decoder"
-        )
-    return ServingModel(module, data.test.x[:EXAMPLE_ROWS].to("cpu"), "classifier")
-
-
-def _latent_size(module: torch.nn.Module) -> int:
-    config = getattr(module, "config", None)
-    for name in ("latent_size", "latent_dim", "z_dim"):
-        if hasattr(config, name):
-            return int(getattr(config, name))
-    raise SpecError(f"cannot tell the latent size of {type(module).__name__}")
-
-
 @contextlib.contextmanager
 def _tracking_uri(uri: str) -> Iterator[None]:
     """mlflow.pytorch.log_model works through the fluent API: point it at `uri`, then back."""
@@ -241,8 +192,6 @@ def register_model(run_id: str, name: str, serving: ServingModel, tracking_uri: 
     import mlflow.pytorch
     from mlflow.models import infer_signature
 
-    import models
-
     with torch.inference_mode():
         output = serving.module(serving.example)
     example = serving.example.numpy()
@@ -255,14 +204,15 @@ def register_model(run_id: str, name: str, serving: ServingModel, tracking_uri: 
             registered_model_name=name,
             signature=signature,
             input_example=example,
-            # the model classes travel with the model; an explicit requirement list spares
-            # MLflow a subprocess that imports the model to guess one
-            code_paths=[str(Path(models.__file__).parent)],
+            # torch.export's graph, not a pickle: it loads with torch alone, never runs code
+            # while loading, and does not depend on tunelab's class names
+            serialization_format="pt2",
+            # an explicit requirement list spares MLflow a subprocess that imports the model
             pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"],
         )
     version = str(info.registered_model_version)
     client = mlflow.MlflowClient(tracking_uri=tracking_uri)
-    client.set_model_version_tag(name, version, "tunelab.module", serving.kind)
+    client.set_model_version_tag(name, version, MODULE_TAG, serving.kind)
     return version
 
 
@@ -271,9 +221,9 @@ def register_model(run_id: str, name: str, serving: ServingModel, tracking_uri: 
 
 def evaluate_study(config: EvaluationConfig, say=print) -> Evaluation:
     """Retrain the best trial's configuration per seed, score the test split, log, register."""
-    from search.report import open_tracking
-    from search.study import best_trial_info, load_study, prepare, stored_spec
-    from search.tracking import StudyTracker
+    from tunelab.search.adapters.tracking import StudyTracker, open_tracking
+    from tunelab.search.study.prepare import prepare
+    from tunelab.search.study.queries import best_trial_info, load_study, stored_spec
 
     if config.seeds < 1:
         raise SpecError("--seeds must be at least 1")
@@ -287,7 +237,7 @@ def evaluate_study(config: EvaluationConfig, say=print) -> Evaluation:
         quiet=True,
     )
     best = study.best_trial
-    epochs = best.user_attrs.get("best_epoch")
+    epochs = keys.trial_attr(best, keys.BEST_EPOCH)
     if not epochs:
         raise SpecError(f"best trial {best.number} of '{config.study}' records no best_epoch")
     open_tracking(spec.tracking_uri)  # fail before hours of training, not after
@@ -303,7 +253,9 @@ def evaluate_study(config: EvaluationConfig, say=print) -> Evaluation:
     runs = []
     for i, seed in enumerate(seeds, start=1):
         try:
-            parts, ctx = train_for_epochs(task, hp, data, device, int(epochs), spec.epochs, seed)
+            parts, ctx = train_for_epochs(
+                task, hp, data, device, int(epochs), spec.max_epochs, seed
+            )
             metrics, artifacts = score(task, parts, hp, data, ctx)
         except Diverged as exc:  # e.g. the GAN's mode collapse, seen when scoring
             raise SpecError(f"seed {seed}: {exc}") from None
@@ -326,10 +278,10 @@ def evaluate_study(config: EvaluationConfig, say=print) -> Evaluation:
         tracker.experiment_id,
         run_name=f"evaluation-trial-{best.number}",
         tags={
-            EVALUATION_TAG: "true",
-            "optuna.study_name": config.study,
-            "tunelab.task": task.name,
-            "tunelab.dataset": spec.dataset,
+            keys.EVALUATION_TAG: "true",
+            keys.STUDY_NAME_TAG: config.study,
+            keys.TASK: task.name,
+            keys.DATASET: spec.dataset,
             "tunelab.best_trial": str(best.number),
             "tunelab.best_trial_run_id": str(info["mlflow_run_id"]),
             "tunelab.best_seed": str(best_run.seed),
@@ -340,7 +292,7 @@ def evaluate_study(config: EvaluationConfig, say=print) -> Evaluation:
     model_name = f"{config.study}-best"
     try:
         _log_run(client, run_id, hp, spec, best.number, int(epochs), seeds, runs, summaries)
-        serving = serving_model(best_run.parts, data, best_run.seed)
+        serving = task.serving_model(best_run.parts, data, best_run.seed)
         version = register_model(run_id, model_name, serving, spec.tracking_uri)
     except BaseException as exc:  # no run left RUNNING, whatever stopped us
         client.set_terminated(run_id, "KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")
@@ -368,7 +320,7 @@ def _log_run(client, run_id, hp, spec, trial, epochs, seeds, runs, summaries) ->
         **(asdict(hp) if is_dataclass(hp) else dict(hp)),
         "eval_seeds": ",".join(map(str, seeds)),
         "eval_epochs": epochs,
-        "epoch_budget": spec.epochs,
+        "max_epochs": spec.max_epochs,
         "source_trial": trial,
         "dataset": spec.dataset,
     }

@@ -19,16 +19,13 @@ from typing import Any
 
 import optuna
 
-from objectives.base import RunStatus
-from search.config import SpecError
-from search.storage import check_database, parse_url, sqlite_path
+from tunelab.objectives import keys
+from tunelab.objectives.recorders import RunStatus
+from tunelab.search.adapters.storage import check_database, parse_url, sqlite_path
+from tunelab.search.spec import SpecError
 
-PARENT_TAG = "tunelab.role"
 STATE_BY_STATUS = {"FINISHED": "COMPLETE", "KILLED": "PRUNED", "FAILED": "FAIL"}
-RUN_ID_ATTR = "mlflow_run_id"
-"""Trial user attribute holding the trial's MLflow run id."""
-PARENT_RUN_ATTR = "tunelab.mlflow_parent_run_id"
-"""Study user attribute holding the parent run id."""
+"""The Optuna state (tag optuna.state) of each final run status."""
 HTTP_TIMEOUT_S = 10
 
 
@@ -47,6 +44,18 @@ def check_tracking_uri(uri: str) -> None:
             "sqlite:///mlruns/mlflow.db or an http(s):// tracking server"
         )
     check_database(uri, what="tracking")
+
+
+def open_tracking(uri: str):
+    """An MlflowClient on an existing tracking store; SpecError instead of creating one."""
+    from mlflow import MlflowClient
+
+    if not uri.startswith(("http://", "https://")):
+        path = sqlite_path(parse_url(uri, "tracking"))
+        if path is not None and not path.is_file():
+            raise SpecError(f"no MLflow tracking database at {path}: pass --tracking-uri")
+    check_tracking_uri(uri)
+    return MlflowClient(tracking_uri=uri)
 
 
 def local_artifact_root(uri: str) -> str | None:
@@ -90,26 +99,26 @@ class StudyTracker:
         Workers starting together may each create one: every worker then adopts the oldest
         and deletes its own if it lost, so all children hang under one parent.
         """
-        run_id = study.user_attrs.get(PARENT_RUN_ATTR) or self._oldest_parent()
+        run_id = study.user_attrs.get(keys.PARENT_RUN_ID) or self._oldest_parent()
         if run_id is None:
             mine = self.client.create_run(
                 self.experiment_id,
                 run_name=self.study_name,
-                tags={PARENT_TAG: "study", "optuna.study_name": self.study_name, **spec_tags},
+                tags={keys.ROLE_TAG: "study", keys.STUDY_NAME_TAG: self.study_name, **spec_tags},
             ).info.run_id
             run_id = self._oldest_parent()
             if run_id != mine:
                 self.client.delete_run(mine)
         else:
             self.client.update_run(run_id, status="RUNNING")
-        study.set_user_attr(PARENT_RUN_ATTR, run_id)
+        study.set_user_attr(keys.PARENT_RUN_ID, run_id)
         self.parent_run_id = run_id
         return run_id
 
     def _oldest_parent(self) -> str | None:
         found = self.client.search_runs(
             [self.experiment_id],
-            filter_string=f"tags.`{PARENT_TAG}` = 'study'",
+            filter_string=f"tags.`{keys.ROLE_TAG}` = 'study'",
             max_results=1,
             order_by=["attributes.start_time ASC", "attributes.run_id ASC"],
         )
@@ -122,14 +131,14 @@ class StudyTracker:
             run_name=f"trial-{trial.number}",
             tags={
                 "mlflow.parentRunId": self.parent_run_id,
-                "optuna.study_name": self.study_name,
-                "optuna.trial_number": str(trial.number),
-                "optuna.state": "RUNNING",
+                keys.STUDY_NAME_TAG: self.study_name,
+                keys.TRIAL_NUMBER_TAG: str(trial.number),
+                keys.STATE_TAG: "RUNNING",
                 **tags,
             },
         )
         run_id = run.info.run_id
-        trial.set_user_attr(RUN_ID_ATTR, run_id)
+        trial.set_user_attr(keys.MLFLOW_RUN_ID, run_id)
         self._open_runs[run_id] = f"trial-{trial.number}"
         return TrialRun(self, run_id)
 
@@ -145,9 +154,9 @@ class StudyTracker:
             self.client.log_batch(
                 run_id,
                 tags=[
-                    RunTag("tunelab.recovered", "true"),
-                    RunTag("optuna.state", "FAIL"),
-                    RunTag("fail_reason", "worker died (stale heartbeat)"),
+                    RunTag(keys.RECOVERED_TAG, "true"),
+                    RunTag(keys.STATE_TAG, "FAIL"),
+                    RunTag(keys.FAIL_REASON, "worker died (stale heartbeat)"),
                 ],
             )
             self.client.set_terminated(run_id, "FAILED")
@@ -158,7 +167,7 @@ class StudyTracker:
             TrialRun(self, run_id).end("FAILED", reason or "process ended")
         if self.parent_run_id:
             if reason:
-                self.client.set_tag(self.parent_run_id, "tunelab.last_exit", reason)
+                self.client.set_tag(self.parent_run_id, keys.LAST_EXIT_TAG, reason)
             self.client.set_terminated(self.parent_run_id, parent_status)
 
 
@@ -192,9 +201,9 @@ class TrialRun:
         self.client.log_batch(self.run_id, tags=[RunTag(k, str(v)[:5000]) for k, v in tags.items()])
 
     def end(self, status: RunStatus, reason: str | None = None) -> None:
-        tags = {"optuna.state": STATE_BY_STATUS[status]}
+        tags = {keys.STATE_TAG: STATE_BY_STATUS[status]}
         if reason:
-            tags["tunelab.end_reason"] = reason
+            tags[keys.END_REASON_TAG] = reason
         self.set_tags(tags)
         self.client.set_terminated(self.run_id, status)
         self.tracker._open_runs.pop(self.run_id, None)

@@ -2,6 +2,9 @@
 one MLflow run with the test metrics, and the best seed's model in the Model Registry."""
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import optuna
@@ -9,14 +12,15 @@ import pytest
 import torch
 from mlflow import MlflowClient
 
-from search.config import SpecError, StudySpec
-from search.evaluate import (
+from tunelab.search.analysis.evaluate import (
     EvaluationConfig,
     MetricSummary,
     as_test_metric,
     evaluate_study,
 )
-from search.study import prepare, run_study
+from tunelab.search.spec import SpecError, StudySpec
+from tunelab.search.study.prepare import prepare
+from tunelab.search.study.run import run_study
 
 SMALL = {"base_width": 8, "fc_width": 32, "convs_per_block": 1}
 
@@ -28,7 +32,7 @@ def test_evaluate_scores_the_test_split_and_registers_the_best_seed(tmp_path, tr
         dataset="digits",
         study_name="ev",
         n_trials=2,
-        epochs=2,
+        max_epochs=2,
         storage=storage,
         tracking_uri=tracking_uri,
         params=SMALL,
@@ -42,7 +46,7 @@ def test_evaluate_scores_the_test_split_and_registers_the_best_seed(tmp_path, tr
     best = optuna.load_study(study_name="ev", storage=storage).best_trial
 
     result = evaluate_study(EvaluationConfig("ev", storage, seeds=2), say=lambda text: None)
-    assert result.trial == best.number and result.epochs == best.user_attrs["best_epoch"]
+    assert result.trial == best.number and result.epochs == best.user_attrs["tunelab.best_epoch"]
     assert result.objective == "test_accuracy" and len(result.seeds) == 2
 
     client = MlflowClient(tracking_uri)
@@ -50,8 +54,8 @@ def test_evaluate_scores_the_test_split_and_registers_the_best_seed(tmp_path, tr
     (run,) = client.search_runs([experiment.experiment_id], "tags.`tunelab.evaluation` = 'true'")
     assert run.info.run_id == result.run_id and run.info.status == "FINISHED"
     assert run.data.tags["tunelab.best_trial"] == str(best.number)
-    assert run.data.tags["tunelab.best_trial_run_id"] == best.user_attrs["mlflow_run_id"]
-    assert run.data.params["eval_epochs"] == str(best.user_attrs["best_epoch"])
+    assert run.data.tags["tunelab.best_trial_run_id"] == best.user_attrs["tunelab.mlflow_run_id"]
+    assert run.data.params["eval_epochs"] == str(best.user_attrs["tunelab.best_epoch"])
     metrics = run.data.metrics
     for name in ("test_accuracy", "test_precision", "test_recall", "test_f1"):
         assert 0.0 <= metrics[name] <= 1.0, name
@@ -77,6 +81,22 @@ def test_evaluate_scores_the_test_split_and_registers_the_best_seed(tmp_path, tr
     assert version.tags["tunelab.module"] == "classifier"
     model = client.get_logged_model(version.source.removeprefix("models:/"))
     assert model.experiment_id == experiment.experiment_id
+
+    # A torch.export graph: it loads with torch alone, whatever tunelab's classes are called.
+    load = (
+        "import sys, mlflow.pytorch; "
+        "m = mlflow.pytorch.load_model(sys.argv[1]); print(type(m).__module__, type(m).__name__)"
+    )
+    loaded = subprocess.run(
+        [sys.executable, "-c", load, f"models:/ev-best/{version.version}"],
+        env={**os.environ, "MLFLOW_TRACKING_URI": tracking_uri},
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+    )
+    assert loaded.returncode == 0, loaded.stderr
+    assert loaded.stdout.split() == ["torch.fx.graph_module", "GraphModule"]
 
 
 def test_final_training_data_is_train_and_val_and_scores_test(digits):

@@ -1,4 +1,4 @@
-"""The task registry: CLI name -> task class, imported only when asked for."""
+"""The task registry: a task's CLI name -> its class, imported only when asked for."""
 
 from __future__ import annotations
 
@@ -7,17 +7,17 @@ import importlib
 from collections.abc import Mapping
 from typing import Any
 
-from objectives.base import Task
+from tunelab.objectives.base import Task
 
-_TASKS = {
-    "cnn": "objectives.classification:ClassificationTask",
-    "gan": "objectives.gan:GANTask",
-    "vae": "objectives.vae:VAETask",
+BUILTIN_TASKS = {
+    "cnn": "tunelab.objectives.classification:ClassificationTask",
+    "gan": "tunelab.objectives.gan:GANTask",
+    "vae": "tunelab.objectives.vae:VAETask",
 }
 
 
 def task_names() -> list[str]:
-    return list(_TASKS)
+    return list(BUILTIN_TASKS)
 
 
 def get_task(name: str, options: Mapping[str, Any] | None = None) -> Task:
@@ -26,9 +26,9 @@ def get_task(name: str, options: Mapping[str, Any] | None = None) -> Task:
     `options` are task-specific settings that are not searched (e.g. the GAN's feature space);
     a task that takes none accepts only an empty mapping.
     """
-    if name not in _TASKS:
-        raise ValueError(f"unknown task '{name}'; known: {', '.join(_TASKS)}")
-    module, cls = _TASKS[name].split(":")
+    if name not in BUILTIN_TASKS:
+        raise ValueError(f"unknown task '{name}'; known: {', '.join(BUILTIN_TASKS)}")
+    module, cls = BUILTIN_TASKS[name].split(":")
     task_cls = getattr(importlib.import_module(module), cls)
     options = dict(options or {})
     if not options:

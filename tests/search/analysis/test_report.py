@@ -10,14 +10,14 @@ from mlflow import MlflowClient
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import TrialState, create_trial
 
-from search.report import (
+from tunelab.search.adapters.tracking import StudyTracker
+from tunelab.search.analysis.report import (
     DEFAULT_EVALUATOR_LABEL,
     FIGURE_TITLES,
     edge_warnings,
     pruning_summary,
     write_report,
 )
-from search.tracking import StudyTracker
 
 EPOCHS = 4
 SPACE = {
@@ -44,7 +44,7 @@ def _study(name, n_complete, storage=None, best=None, tracking_uri=None) -> optu
     spec = {
         "task": "cnn",
         "dataset": "digits",
-        "epochs": EPOCHS,
+        "max_epochs": EPOCHS,
         "sampler": "tpe",
         "pruner": "median",
         "tracking_uri": tracking_uri,
@@ -78,7 +78,7 @@ def _add(study, params, value, epochs_run):
             distributions=SPACE,
             value=value,
             intermediate_values=curve,
-            user_attrs={"epochs_run": epochs_run, "best_epoch": epochs_run},
+            user_attrs={"tunelab.epochs_run": epochs_run, "tunelab.best_epoch": epochs_run},
         )
     )
 

@@ -11,7 +11,6 @@ file opens offline; each figure is also written as its own HTML file under `figu
 from __future__ import annotations
 
 import html
-import json
 import math
 import re
 from collections.abc import Callable, Sequence
@@ -22,9 +21,10 @@ import optuna
 from optuna.distributions import FloatDistribution, IntDistribution
 from optuna.trial import FrozenTrial, TrialState
 
-from search.config import SPEC_ATTR, SpecError
-from search.study import METRIC_ATTR, load_study
-from search.tracking import PARENT_RUN_ATTR
+from tunelab.objectives import keys
+from tunelab.search.adapters.tracking import open_tracking
+from tunelab.search.spec import SpecError, stored_values
+from tunelab.search.study.queries import load_study
 
 REPORT_ARTIFACT_DIR = "report"
 """Folder of the report in the parent run's artifacts."""
@@ -174,7 +174,7 @@ def edge_warnings(trial: FrozenTrial, fraction: float = 0.05) -> list[EdgeWarnin
 
 def epochs_of(trial: FrozenTrial) -> int:
     """Epochs a trial trained: recorded by the loop when complete, else its last report."""
-    recorded = trial.user_attrs.get("epochs_run")
+    recorded = keys.trial_attr(trial, keys.EPOCHS_RUN)
     if recorded is not None:
         return int(recorded)
     return max(trial.intermediate_values, default=0)
@@ -393,8 +393,8 @@ def summary_html(
         return "\n".join(lines)
     lines.append(
         f"<p>Best {html.escape(metric)} = <b>{best.value:.6g}</b> (trial {best.number}, "
-        f"epoch {best.user_attrs.get('best_epoch', '?')}, MLflow run "
-        f"{html.escape(str(best.user_attrs.get('mlflow_run_id', '-')))}).</p>"
+        f"epoch {keys.trial_attr(best, keys.BEST_EPOCH, '?')}, MLflow run "
+        f"{html.escape(str(keys.trial_attr(best, keys.MLFLOW_RUN_ID, '-')))}).</p>"
     )
     lines.append(
         _table(["parameter", "best value"], [(k, _format(v)) for k, v in best.params.items()])
@@ -464,14 +464,14 @@ def write_report(
     config = config or ReportConfig()
     if not study.get_trials(deepcopy=False):
         raise SpecError(f"study '{study.study_name}' has no trials yet")
-    spec = json.loads(study.user_attrs.get(SPEC_ATTR, "{}"))
-    metric = study.user_attrs.get(METRIC_ATTR, "value")
+    spec = stored_values(study.user_attrs.get(keys.SPEC))
+    metric = study.user_attrs.get(keys.METRIC, "value")
     try:
         warnings = edge_warnings(study.best_trial, config.edge_fraction)
     except ValueError:  # no complete trial
         warnings = []
     sections = build_sections(study, metric, config)
-    pruning = pruning_summary(study, spec.get("epochs"))
+    pruning = pruning_summary(study, spec.get("max_epochs"))
     out = Path(out_dir)
     figures_dir = out / "figures"
     figures_dir.mkdir(parents=True, exist_ok=True)
@@ -496,26 +496,11 @@ def write_report(
 # -- MLflow ----------------------------------------------------------------------------------
 
 
-def open_tracking(uri: str):
-    """An MlflowClient on an existing tracking store; SpecError instead of creating one."""
-    from mlflow import MlflowClient
-
-    from search.storage import parse_url, sqlite_path
-    from search.tracking import check_tracking_uri
-
-    if not uri.startswith(("http://", "https://")):
-        path = sqlite_path(parse_url(uri, "tracking"))
-        if path is not None and not path.is_file():
-            raise SpecError(f"no MLflow tracking database at {path}: pass --tracking-uri")
-    check_tracking_uri(uri)
-    return MlflowClient(tracking_uri=uri)
-
-
 def log_report(study: optuna.Study, files: ReportFiles, tracking_uri: str) -> str:
     """Log the report folder as artifacts of the study's MLflow parent run; returns its id."""
     from mlflow.exceptions import MlflowException
 
-    run_id = study.user_attrs.get(PARENT_RUN_ATTR)
+    run_id = study.user_attrs.get(keys.PARENT_RUN_ID)
     if not run_id:
         raise SpecError(f"study '{study.study_name}' has no MLflow parent run: use --no-mlflow")
     client = open_tracking(tracking_uri)
@@ -547,7 +532,7 @@ def make_report(
     files = write_report(study, out_dir or default_out_dir(study_name), config)
     run_id = None
     if log_to_mlflow:
-        spec = json.loads(study.user_attrs.get(SPEC_ATTR, "{}"))
+        spec = stored_values(study.user_attrs.get(keys.SPEC))
         uri = tracking_uri or spec.get("tracking_uri")
         if not uri:
             raise SpecError(f"study '{study_name}' records no tracking URI: pass --tracking-uri")

@@ -5,8 +5,10 @@ import pytest
 from mlflow import MlflowClient
 from optuna.trial import TrialState
 
-from search.config import SpecError, StudySpec
-from search.study import best_trial_info, prepare, run_study, study_rows
+from tunelab.search.spec import SpecError, StudySpec
+from tunelab.search.study.prepare import prepare
+from tunelab.search.study.queries import best_trial_info, study_rows
+from tunelab.search.study.run import run_study
 
 SMALL = {"base_width": 8, "fc_width": 32, "convs_per_block": 1}
 STATUS = {TrialState.COMPLETE: "FINISHED", TrialState.PRUNED: "KILLED", TrialState.FAIL: "FAILED"}
@@ -18,7 +20,7 @@ def _spec(storage_url, tracking_uri, tmp_path, **changes):
         "dataset": "digits",
         "study_name": "s",
         "n_trials": 3,
-        "epochs": 2,
+        "max_epochs": 2,
         "storage": storage_url,
         "tracking_uri": tracking_uri,
         "params": SMALL,
@@ -52,7 +54,7 @@ def test_study_reaches_its_target_resumes_and_tracks_every_trial(
     parents = client.search_runs([experiment.experiment_id], "tags.`tunelab.role` = 'study'")
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"
     for trial in study.trials:
-        run = client.get_run(trial.user_attrs["mlflow_run_id"])
+        run = client.get_run(trial.user_attrs["tunelab.mlflow_run_id"])
         assert run.info.status == STATUS[trial.state]
         assert run.data.tags["mlflow.parentRunId"] == parents[0].info.run_id
         assert run.data.tags["optuna.trial_number"] == str(trial.number)
@@ -63,13 +65,13 @@ def test_study_reaches_its_target_resumes_and_tracks_every_trial(
 
 
 def test_resuming_with_another_data_set_is_refused(storage_url, tracking_uri, tmp_path):
-    run_study(prepare(_spec(storage_url, tracking_uri, tmp_path, n_trials=1, epochs=1)))
+    run_study(prepare(_spec(storage_url, tracking_uri, tmp_path, n_trials=1, max_epochs=1)))
     with pytest.raises(SpecError, match="exists with other settings"):
         run_study(prepare(_spec(storage_url, tracking_uri, tmp_path, limit_train=300)))
 
 
 def test_summaries_and_best(storage_url, tracking_uri, tmp_path):
-    run_study(prepare(_spec(storage_url, tracking_uri, tmp_path, n_trials=2, epochs=1)))
+    run_study(prepare(_spec(storage_url, tracking_uri, tmp_path, n_trials=2, max_epochs=1)))
     (row,) = study_rows(storage_url)
     assert (row["name"], row["task"], row["dataset"], row["direction"]) == (
         "s",

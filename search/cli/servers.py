@@ -1,7 +1,6 @@
-"""Analysis commands: `report`, `dashboard`, `ui` and `evaluate`, added to the `tunelab` app.
+"""The two servers: `dashboard` (optuna-dashboard) and `ui` (the MLflow UI).
 
-`search.cli` calls `register(app)`; every command imports its machinery only when it runs.
-The two servers bind 127.0.0.1 unless told otherwise, print their URL and run until Ctrl-C.
+Both bind 127.0.0.1 unless told otherwise, print their URL and run until Ctrl-C or SIGTERM.
 """
 
 from __future__ import annotations
@@ -19,117 +18,27 @@ from typing import Annotated
 
 import typer
 
-from search.config import DEFAULT_STORAGE, DEFAULT_TRACKING_URI, SpecError, storage_url
-from search.config import tracking_uri as resolve_tracking_uri
+from tunelab.search.cli.common import StorageOpt
+from tunelab.search.spec import DEFAULT_TRACKING_URI, TRACKING_ENV, SpecError, storage_url
+from tunelab.search.spec import tracking_uri as resolve_tracking_uri
 
 LOCALHOST = "127.0.0.1"
 STOP_TIMEOUT_S = 10
 """How long a stopped server may take to exit before it is killed."""
 
-StorageOpt = Annotated[
-    str | None,
-    typer.Option(
-        "--storage", help=f"Optuna storage URL [default: $TUNELAB_STORAGE or {DEFAULT_STORAGE}]"
-    ),
-]
-StoredTrackingOpt = Annotated[
-    str | None,
-    typer.Option("--tracking-uri", help="MLflow tracking URI [default: the study's own]."),
-]
 HostOpt = Annotated[str, typer.Option("--host", help="Interface to bind (0.0.0.0 = every one).")]
-
-
-DashboardPortOpt = Annotated[int, typer.Option("--port", min=1, max=65535, help="Port [8080].")]
-UiPortOpt = Annotated[int, typer.Option("--port", min=1, max=65535, help="Port [5000].")]
-
-
-def register(app: typer.Typer) -> None:
-    """Add the analysis commands to the `tunelab` app."""
-    app.command()(report)
-    app.command()(dashboard)
-    app.command()(ui)
-    app.command()(evaluate)
-
-
-# -- report and evaluate ---------------------------------------------------------------------
-
-
-def report(
-    study: Annotated[str, typer.Argument(help="Study name.")],
-    storage: StorageOpt = None,
-    out: Annotated[str | None, typer.Option("--out", help="Output folder [reports/STUDY].")] = None,
-    tracking_uri: StoredTrackingOpt = None,
-    mlflow: Annotated[
-        bool,
-        typer.Option(
-            "--mlflow/--no-mlflow", help="Log the report to the study's MLflow parent run."
-        ),
-    ] = True,
-) -> None:
-    """Write an HTML report of a study (figures, importances, pruning) and log it to MLflow."""
-    from search.report import REPORT_ARTIFACT_DIR, make_report
-
-    files, run_id = make_report(study, storage_url(storage), out, tracking_uri, mlflow)
-    print(f"report: {files.html}")
-    for warning in files.edge_warnings:
-        print(f"{'note' if warning.at_floor else 'warning'}: {warning.message()}")
-    if run_id:
-        print(f"logged to MLflow run {run_id} (artifacts {REPORT_ARTIFACT_DIR}/)")
-
-
-def evaluate(
-    study: Annotated[str, typer.Argument(help="Study name.")],
-    seeds: Annotated[
-        int,
-        typer.Option("--seeds", min=1, help="Retrainings, each scored once on the test split [3]."),
-    ] = 3,
-    storage: StorageOpt = None,
-    tracking_uri: StoredTrackingOpt = None,
-    device: Annotated[
-        str | None, typer.Option("--device", help="auto, cpu, cuda or mps [the study's].")
-    ] = None,
-) -> None:
-    """Retrain the best configuration on train + validation and score the test split once."""
-    from rich.console import Console
-
-    from search.cli import interruptible
-    from search.evaluate import EvaluationConfig, evaluate_study, summary_table
-
-    config = EvaluationConfig(
-        study=study,
-        storage=storage_url(storage),
-        seeds=seeds,
-        tracking_uri=tracking_uri,
-        device=device,
-    )
-    result = interruptible(lambda: evaluate_study(config, say=_say))
-    console = Console()
-    if not console.is_terminal:  # piped: don't squeeze the table into 80 columns
-        console = Console(width=160)
-    console.print(summary_table(result))
-    print(f"MLflow run {result.run_id} (tag tunelab.evaluation=true)")
-    print(
-        f"registered model {result.model_name} version {result.model_version} "
-        f"({result.registered_module}, seed {result.best_seed})"
-    )
-
-
-def _say(text: str) -> None:
-    print(text, file=sys.stderr, flush=True)
-
-
-# -- servers ---------------------------------------------------------------------------------
+PortOpt = Annotated[int, typer.Option("--port", min=1, max=65535, help="Port.")]
 
 
 def dashboard(
     storage: StorageOpt = None,
-    port: DashboardPortOpt = 8080,
+    port: PortOpt = 8080,
     host: HostOpt = LOCALHOST,
 ) -> None:
     """Serve optuna-dashboard on the study storage until Ctrl-C."""
     import optuna_dashboard
 
-    from search.storage import check_database, open_storage, parse_url, sqlite_path
+    from tunelab.search.adapters.storage import check_database, open_storage, parse_url, sqlite_path
 
     url = storage_url(storage)
     path = sqlite_path(parse_url(url))
@@ -151,15 +60,15 @@ def ui(
         str | None,
         typer.Option(
             "--tracking-uri",
-            help=f"MLflow tracking URI [$MLFLOW_TRACKING_URI or {DEFAULT_TRACKING_URI}].",
+            help="MLflow tracking URI.",
+            show_default=f"${TRACKING_ENV} or {DEFAULT_TRACKING_URI}",
         ),
     ] = None,
-    port: UiPortOpt = 5000,
+    port: PortOpt = 5000,
     host: HostOpt = LOCALHOST,
 ) -> None:
     """Serve the MLflow UI on the tracking store until Ctrl-C."""
-    from search.report import open_tracking
-    from search.tracking import local_artifact_root, telemetry_env
+    from tunelab.search.adapters.tracking import local_artifact_root, open_tracking, telemetry_env
 
     uri = resolve_tracking_uri(tracking_uri)
     if uri.startswith(("http://", "https://")):

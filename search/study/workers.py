@@ -17,8 +17,9 @@ import optuna
 import torch
 from optuna.trial import TrialState
 
-from search.config import StudySpec
-from search.progress import StudyProgress
+from tunelab.search.spec import StudySpec
+from tunelab.search.study.progress import StudyProgress
+from tunelab.search.study.signals import Terminated
 
 POLL_S = 2.0
 STOP_WAIT_S = 120
@@ -34,7 +35,7 @@ def worker_command(spec: StudySpec, index: int) -> list[str]:
     return [
         sys.executable,
         "-m",
-        "search.cli",
+        "tunelab",
         "worker",
         spec.name,
         "--storage",
@@ -65,7 +66,9 @@ def launch_workers(spec: StudySpec, count: int, study: optuna.Study) -> int:
     display = (
         None
         if spec.quiet
-        else StudyProgress(spec.name, spec.n_trials, 0, spec.epochs, study.direction.name.lower())
+        else StudyProgress(
+            spec.name, spec.n_trials, 0, spec.max_epochs, study.direction.name.lower()
+        )
     )
     try:
         if display:
@@ -78,7 +81,7 @@ def launch_workers(spec: StudySpec, count: int, study: optuna.Study) -> int:
             _show(display, study)
     except KeyboardInterrupt as interrupt:
         # Ctrl-C in a terminal reaches the workers too; SIGTERM (docker stop) only this one.
-        forwarded = signal.SIGTERM if type(interrupt).__name__ == "Terminated" else signal.SIGINT
+        forwarded = signal.SIGTERM if isinstance(interrupt, Terminated) else signal.SIGINT
         for process in processes:
             if process.poll() is None:
                 process.send_signal(forwarded)

@@ -8,7 +8,7 @@ from typing import Any
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from objectives.base import RunStatus, TrialRecorder
+from tunelab.objectives.recorders import RunStatus, TrialRecorder
 
 
 class StudyProgress:

@@ -1,0 +1,85 @@
+"""The names tunelab writes into Optuna studies and MLflow runs, each declared once.
+
+Optuna user attributes and tunelab's MLflow tags share the `tunelab.` prefix. The `optuna.*`
+MLflow tags follow optuna-integration's names, so MLflow users find trials where they expect
+them. Studies written before the prefix was shared used the bare names in `LEGACY_NAMES`;
+`trial_attr` still reads them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+# -- Optuna trial user attributes -------------------------------------------------------------
+
+FAIL_REASON = "tunelab.fail_reason"
+"""Why a trial failed or was pruned without a pruner's decision (divergence, interruption)."""
+BEST_EPOCH = "tunelab.best_epoch"
+"""The epoch whose weights a complete trial kept (its value is that epoch's metric)."""
+EPOCHS_RUN = "tunelab.epochs_run"
+"""Epochs a complete trial trained."""
+EARLY_STOPPED = "tunelab.early_stopped"
+"""Whether early stopping ended a complete trial before its epoch budget."""
+MLFLOW_RUN_ID = "tunelab.mlflow_run_id"
+"""The trial's MLflow run."""
+TRIAL_NUMBER = "tunelab.trial_number"
+"""The trial's own number. Optuna copies user attributes into the retry of a dead trial, so a
+new trial that finds another number here is a retry of that trial."""
+ORIGINAL_TRIAL = "tunelab.original_trial"
+"""The first trial of a chain of retries."""
+RESUMED_FROM_TRIAL = "tunelab.resumed_from_trial"
+"""The trial whose checkpoint a retry continued."""
+RETRY_OF = "tunelab.retry_of"
+"""On a queued retry of an interrupted trial: that trial's number."""
+
+# -- Optuna study user attributes -------------------------------------------------------------
+
+SPEC = "tunelab.spec"
+"""The study's StudySpec, as JSON."""
+TASK = "tunelab.task"
+"""The task's name."""
+DATASET = "tunelab.dataset"
+"""The data set's name."""
+METRIC = "tunelab.metric"
+"""The objective's metric name."""
+PARENT_RUN_ID = "tunelab.mlflow_parent_run_id"
+"""The study's MLflow parent run."""
+
+# -- MLflow tags ------------------------------------------------------------------------------
+
+ROLE_TAG = "tunelab.role"
+"""`study` on a study's parent run."""
+STUDY_NAME_TAG = "optuna.study_name"
+TRIAL_NUMBER_TAG = "optuna.trial_number"
+STATE_TAG = "optuna.state"
+"""The trial's Optuna state: RUNNING, COMPLETE, PRUNED or FAIL."""
+END_REASON_TAG = "tunelab.end_reason"
+"""Why a run ended as it did (a pruner's decision, an interruption)."""
+RECOVERED_TAG = "tunelab.recovered"
+"""`true` on the run of a trial whose worker died, closed by another worker."""
+RETRY_OF_TRIAL_TAG = "tunelab.retry_of_trial"
+"""On a retry's run: the first trial of its chain."""
+RESUMED_AT_EPOCH_TAG = "tunelab.resumed_at_epoch"
+"""On a retry's run: the last epoch of the checkpoint it continued from."""
+LAST_EXIT_TAG = "tunelab.last_exit"
+"""On a parent run: how the last process working on the study ended, when not normally."""
+EVALUATION_TAG = "tunelab.evaluation"
+"""`true` on the run of `tunelab evaluate`."""
+
+LEGACY_NAMES = {
+    FAIL_REASON: "fail_reason",
+    BEST_EPOCH: "best_epoch",
+    EPOCHS_RUN: "epochs_run",
+    EARLY_STOPPED: "early_stopped",
+    MLFLOW_RUN_ID: "mlflow_run_id",
+    RESUMED_FROM_TRIAL: "resumed_from_trial",
+}
+"""Bare attribute names of studies written by tunelab 0.1."""
+
+
+def trial_attr(trial: Any, key: str, default: Any = None) -> Any:
+    """A trial's user attribute, also under its tunelab 0.1 name."""
+    attrs = trial.user_attrs
+    if key in attrs:
+        return attrs[key]
+    return attrs.get(LEGACY_NAMES.get(key, key), default)

@@ -1,0 +1,1 @@
+"""Adapters to the outside stores: Optuna storage (`storage`) and MLflow tracking (`tracking`)."""

@@ -1,0 +1,59 @@
+"""What every command shares: exit codes, one-line messages, the way a command is interrupted."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Callable
+from typing import Annotated, TypeVar
+
+import typer
+
+from tunelab.search.spec import DEFAULT_STORAGE, STORAGE_ENV
+from tunelab.search.study.signals import Terminated
+
+EXIT_USAGE = 2
+EXIT_SIGINT = 130
+EXIT_SIGTERM = 143
+T = TypeVar("T")
+
+StorageOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--storage",
+        help="Optuna storage URL.",
+        show_default=f"${STORAGE_ENV} or {DEFAULT_STORAGE}",
+    ),
+]
+"""The `--storage` option of the commands that read an existing study."""
+
+
+def say(text: str, quiet: bool = False) -> None:
+    """A progress line on stderr (stdout carries results)."""
+    if not quiet:
+        print(text, file=sys.stderr, flush=True)
+
+
+def error(message: str) -> None:
+    print(f"tunelab: error: {message}", file=sys.stderr)
+
+
+def interruptible(body: Callable[[], T]) -> T:
+    """Run a command body; Ctrl-C exits 130 and SIGTERM 143, each with one line."""
+    try:
+        return body()
+    except Terminated:
+        error("terminated (SIGTERM); the running trial is recorded as failed")
+        raise typer.Exit(EXIT_SIGTERM) from None
+    except KeyboardInterrupt:
+        error("interrupted; the running trial is recorded as failed")
+        raise typer.Exit(EXIT_SIGINT) from None
+
+
+class NoInterruptTraceback(logging.Filter):
+    """Optuna logs a failed trial with its traceback; for Ctrl-C / SIGTERM that is noise."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and isinstance(record.exc_info[1], KeyboardInterrupt):
+            record.exc_info, record.exc_text = None, None
+        return True

@@ -1,0 +1,405 @@
+"""StudySpec: every option of a study, declared once, typed, validated and stored on the study.
+
+Each field of `StudySpec` is the single declaration of one option: its type and default, its
+docstring (the `--help` text), and an `Option` saying how it is offered (flag, panel, choices,
+bounds), whether it is stored on the study and whether it is part of the study's identity.
+The command line (`tunelab.search.cli.options`), the YAML checks and the stored fields are
+all derived from it.
+
+Precedence: CLI flags > `--config` file > environment (for the storage and tracking URIs) >
+defaults. The stored part of the spec is saved as a study user attribute, so later commands
+(`tunelab worker`, `best`, `report`) need only the study name and the storage URL.
+"""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import functools
+import inspect
+import json
+import math
+import os
+import textwrap
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tunelab.search.strategies import PRUNERS, SAMPLERS
+
+DEFAULT_STORAGE = "sqlite:///studies.db"
+DEFAULT_TRACKING_URI = "sqlite:///mlruns/mlflow.db"
+STORAGE_ENV = "TUNELAB_STORAGE"
+"""Environment variable with the storage URL (keeps a password out of process arguments)."""
+TRACKING_ENV = "MLFLOW_TRACKING_URI"
+"""MLflow's own environment variable for the tracking URI."""
+DEVICES = ("auto", "cpu", "cuda", "mps")
+
+
+class SpecError(ValueError):
+    """Invalid study options: reported to the user as one line, exit code 2."""
+
+
+@dataclass(frozen=True)
+class Option:
+    """How one StudySpec field is offered and kept."""
+
+    panel: str = "Study"
+    """Section of `--help` the flag is listed in."""
+    stored: bool = True
+    """Saved on the study, so workers and analysis commands read it from there."""
+    identity: bool = False
+    """Part of the study's identity: a resumed study must keep it."""
+    choices: tuple[str, ...] = ()
+    """The values it accepts (none = any of its type)."""
+    minimum: float | None = None
+    """Smallest value accepted (inclusive)."""
+    positive: bool = False
+    """Only values above zero are accepted."""
+    flag: str | None = None
+    """Its command-line flag ("" = none: set in the config file only; None = --field-name)."""
+    aliases: tuple[str, ...] = ()
+    """Former names, still accepted as flags (--name) and config-file keys (name)."""
+    in_file: bool = True
+    """Settable in the YAML config file."""
+    joins: bool = False
+    """A worker joining the study may set it (`tunelab worker`); the rest comes from the study."""
+    env: str | None = None
+    """Environment variable that gives its default."""
+    shown_default: str | None = None
+    """The default as `--help` shows it (None = the field's default)."""
+
+
+def option(default: Any = dataclasses.MISSING, **how: Any) -> Any:
+    """A StudySpec field with its `Option`; its docstring (below it) is its help text."""
+    meta = {"option": Option(**how)}
+    if default is dataclasses.MISSING:
+        return field(metadata=meta)
+    if isinstance(default, dict):
+        return field(default_factory=lambda: dict(default), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+@dataclass(frozen=True)
+class StudySpec:
+    """One hyperparameter search: what to tune, on what, how, and where results go."""
+
+    task: str = option(identity=True, flag="", in_file=False)
+    """Task: cnn, vae or gan."""
+    study_name: str = option("", stored=False, shown_default="TASK-DATASET")
+    """Optuna study and MLflow experiment name."""
+    n_trials: int = option(20, minimum=1)
+    """The study's total target of finished (complete + pruned) trials."""
+    timeout: float | None = option(None, positive=True, stored=False)
+    """Seconds after which no new trial starts."""
+
+    dataset: str = option("mnist5k", panel="Data", identity=True)
+    """mnist5k, digits, mnist, fashion-mnist, kmnist, cifar10 or folder:PATH."""
+    data_dir: str = option("data", panel="Data")
+    """Root of torchvision data sets (downloaded there when missing)."""
+    limit_train: int | None = option(
+        None, panel="Data", identity=True, minimum=1, shown_default="all"
+    )
+    """Tune on a stratified subset of this many training images."""
+
+    max_epochs: int = option(10, panel="Training", minimum=1, aliases=("epochs",))
+    """Epoch budget of each trial."""
+    patience: int = option(3, panel="Training", minimum=1)
+    """Early-stopping patience: epochs without a better objective."""
+    seed: int = option(0, panel="Training")
+    """Seed of the sampler and of every trial's training."""
+    device: str = option("auto", panel="Training", stored=False, joins=True, choices=DEVICES)
+    """Training device."""
+
+    sampler: str = option("tpe", panel="Search", choices=tuple(SAMPLERS))
+    """Optuna sampler."""
+    pruner: str = option("hyperband", panel="Search", choices=tuple(PRUNERS))
+    """Optuna pruner."""
+    params: Mapping[str, Any] = option({}, panel="Search", identity=True, flag="")
+    """Search-space narrowing: parameter -> fixed value, {low, high, log} or {choices}."""
+    task_options: Mapping[str, Any] = option({}, panel="Search", identity=True, flag="")
+    """Task settings that are not searched (e.g. the GAN's feature_space, fid_samples)."""
+
+    storage: str = option(
+        DEFAULT_STORAGE,
+        panel="Storage and tracking",
+        stored=False,
+        joins=True,
+        env=STORAGE_ENV,
+    )
+    """SQLAlchemy URL of the Optuna storage, e.g. postgresql://user@host/db."""
+    tracking_uri: str = option(
+        DEFAULT_TRACKING_URI, panel="Storage and tracking", joins=True, env=TRACKING_ENV
+    )
+    """MLflow tracking URI: a database URL or an http(s):// tracking server."""
+    checkpoint_dir: str = option("checkpoints", panel="Storage and tracking")
+    """Folder of per-epoch trial checkpoints (a sub-folder per study), for crash recovery."""
+
+    heartbeat_interval: int = option(10, panel="Workers and recovery", minimum=1)
+    """Seconds between a running trial's heartbeats in the storage."""
+    grace_period: int = option(30, panel="Workers and recovery", minimum=1)
+    """Seconds without a heartbeat after which a trial counts as dead and is retried."""
+    workers: int = option(
+        1,
+        panel="Workers and recovery",
+        stored=False,
+        minimum=1,
+        shown_default="1; one per GPU with several",
+    )
+    """Worker processes on this machine sharing the study."""
+    quiet: bool = option(False, panel="Output", stored=False, joins=True, in_file=False)
+    """Plain log lines instead of the progress display."""
+
+    @property
+    def name(self) -> str:
+        return self.study_name or f"{self.task}-{self.dataset}"
+
+    @property
+    def study_checkpoint_dir(self) -> str:
+        return str(Path(self.checkpoint_dir) / self.name)
+
+    # -- validation ------------------------------------------------------------------------
+
+    def validate(self) -> StudySpec:
+        """This spec, or SpecError naming the first option that is wrong."""
+        for f in spec_fields():
+            _check_option(f, getattr(self, f.name))
+        self._check_names()
+        if self.grace_period <= self.heartbeat_interval:
+            raise SpecError("--grace-period must be longer than --heartbeat-interval")
+        return self
+
+    def _check_names(self) -> None:
+        from tunelab.objectives.data import BUNDLED_SETS, TORCHVISION_SETS
+        from tunelab.objectives.registry import task_names
+
+        if self.task not in task_names():
+            raise SpecError(f"unknown task '{self.task}'; known: {', '.join(task_names())}")
+        if not (
+            self.dataset in BUNDLED_SETS
+            or self.dataset in TORCHVISION_SETS
+            or (self.dataset.startswith("folder:") and len(self.dataset) > len("folder:"))
+        ):
+            known = [*BUNDLED_SETS, *TORCHVISION_SETS, "folder:PATH"]
+            raise SpecError(f"unknown data set '{self.dataset}'; known: {', '.join(known)}")
+        if not self.name.strip():
+            raise SpecError("--study-name must not be empty")
+
+    # -- persistence on the study ----------------------------------------------------------
+
+    def to_json(self) -> str:
+        return json.dumps({k: getattr(self, k) for k in stored_fields()}, sort_keys=True)
+
+    @classmethod
+    def from_stored(cls, stored: str, **overrides: Any) -> StudySpec:
+        """The spec saved on a study, with the options a joining process sets itself."""
+        values = stored_values(stored)
+        known = {f.name for f in spec_fields()}
+        values = {k: v for k, v in values.items() if k in known}
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)
+
+    def conflicts_with(self, stored: str) -> list[str]:
+        """Identity fields on which this spec differs from the one stored on the study."""
+        old = stored_values(stored)
+        return [
+            f"{k}: stored {old.get(k)!r}, asked {getattr(self, k)!r}"
+            for k in identity_fields()
+            if _normal(old.get(k)) != _normal(getattr(self, k))
+        ]
+
+
+# -- what the declarations say ----------------------------------------------------------------
+
+
+def spec_fields() -> tuple[dataclasses.Field, ...]:
+    return dataclasses.fields(StudySpec)
+
+
+def option_of(f: dataclasses.Field) -> Option:
+    return f.metadata["option"]
+
+
+def stored_fields() -> tuple[str, ...]:
+    """Fields saved on the study."""
+    return tuple(f.name for f in spec_fields() if option_of(f).stored)
+
+
+def identity_fields() -> tuple[str, ...]:
+    """Fields a resumed study must keep: changing them would mix incomparable trials."""
+    return tuple(f.name for f in spec_fields() if option_of(f).identity)
+
+
+def file_fields() -> tuple[str, ...]:
+    """Keys a config file may set."""
+    return tuple(f.name for f in spec_fields() if option_of(f).in_file)
+
+
+def stored_values(stored: str | None) -> dict[str, Any]:
+    """The options saved on a study (its `tunelab.spec` JSON), under their current names."""
+    return _canonical_keys(json.loads(stored or "{}"))
+
+
+def _canonical_keys(values: Mapping[str, Any]) -> dict[str, Any]:
+    """Keys under their current names (an alias such as `epochs` -> `max_epochs`)."""
+    renamed = {a: f.name for f in spec_fields() for a in option_of(f).aliases}
+    return {renamed.get(k, k): v for k, v in values.items()}
+
+
+def _normal(value: Any) -> Any:
+    return json.loads(json.dumps(value, sort_keys=True))
+
+
+@functools.cache
+def field_docs(cls: type) -> dict[str, str]:
+    """The docstring under each field of a dataclass (and of its bases), as one line."""
+    docs: dict[str, str] = {}
+    for klass in reversed(cls.__mro__[:-1]):
+        try:
+            source = textwrap.dedent(inspect.getsource(klass))
+        except (OSError, TypeError):  # no source at hand: no help text, nothing worse
+            continue
+        body = ast.parse(source).body[0].body
+        for node, following in zip(body, body[1:], strict=False):
+            if (
+                isinstance(node, ast.AnnAssign)
+                and isinstance(node.target, ast.Name)
+                and isinstance(following, ast.Expr)
+                and isinstance(following.value, ast.Constant)
+                and isinstance(following.value.value, str)
+            ):
+                docs[node.target.id] = " ".join(following.value.value.split())
+    return docs
+
+
+def field_type(f: dataclasses.Field, cls: type | None = None) -> tuple[type, bool]:
+    """(the field's type, whether None is allowed) from its annotation in `cls` (StudySpec)."""
+    hint = typing.get_type_hints(cls or StudySpec)[f.name]
+    args = typing.get_args(hint)
+    if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
+        (inner,) = [a for a in args if a is not type(None)]
+        return inner, True
+    origin = typing.get_origin(hint)
+    return (origin or hint), False
+
+
+def _check_option(f: dataclasses.Field, value: Any) -> None:
+    how = option_of(f)
+    kind, optional = field_type(f)
+    label = f"--{f.name.replace('_', '-')}" if how.flag != "" else f.name
+    if value is None:
+        if optional:
+            return
+        raise SpecError(f"{label} must be set")
+    if not _has_type(value, kind):
+        raise SpecError(f"{label} must be {_type_name(kind)}, not {value!r}")
+    if how.choices and value not in how.choices:
+        raise SpecError(
+            f"unknown {f.name.replace('_', ' ')} '{value}'; known: {', '.join(how.choices)}"
+        )
+    if how.minimum is not None and value < how.minimum:
+        raise SpecError(f"{label} must be at least {how.minimum:g}")
+    if how.positive and not value > 0:
+        raise SpecError(f"{label} must be positive")
+
+
+def _has_type(value: Any, kind: type) -> bool:
+    if kind is bool:
+        return isinstance(value, bool)
+    if kind is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if kind is float:
+        return (
+            isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+        )
+    if kind is str:
+        return isinstance(value, str)
+    if isinstance(kind, type) and issubclass(kind, Mapping) or kind is Mapping:
+        return isinstance(value, Mapping)
+    return isinstance(value, kind)
+
+
+def _type_name(kind: type) -> str:
+    names = {int: "an integer", float: "a finite number", str: "text", bool: "true or false"}
+    return names.get(kind, "a mapping of names to values")
+
+
+# -- building a spec ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TaskOptionFlags:
+    """Task settings offered as flags of their own; they travel in `task_options`."""
+
+    feature_space: str | None = option(None, panel="GAN", shown_default="auto")
+    """gan: fd_classifier, fid_inception or auto (Inception on a GPU with weights)."""
+    inception_weights: str | None = option(
+        None, panel="GAN", shown_default="$TUNELAB_INCEPTION_WEIGHTS"
+    )
+    """gan: local Inception-v3 FID weights."""
+
+
+def load_config_file(path: str | os.PathLike) -> dict[str, Any]:
+    """Options and parameter narrowing from a YAML file; SpecError on anything malformed."""
+    import yaml
+
+    file = Path(path)
+    if not file.is_file():
+        raise SpecError(f"config file {file} not found")
+    try:
+        content = yaml.safe_load(file.read_text()) or {}
+    except yaml.YAMLError as exc:
+        where = getattr(exc, "problem_mark", None)
+        line = f" at line {where.line + 1}" if where else ""
+        raise SpecError(f"config file {file} is not valid YAML{line}") from None
+    if not isinstance(content, dict):
+        raise SpecError(f"config file {file} must be a mapping of options")
+    options = _canonical_keys({str(k).replace("-", "_"): v for k, v in content.items()})
+    known = file_fields()
+    unknown = sorted(set(options) - set(known))
+    if unknown:
+        raise SpecError(
+            f"config file {file}: unknown option(s) {', '.join(unknown)}; "
+            f"known: {', '.join(sorted(known))}"
+        )
+    for key in ("params", "task_options"):
+        if not isinstance(options.get(key, {}), dict):
+            raise SpecError(f"config file {file}: {key} must be a mapping of names to values")
+    return options
+
+
+def default_from_env(name: str) -> Any:
+    """A field's default: its environment variable when set, else its declared default."""
+    f = next(f for f in spec_fields() if f.name == name)
+    how = option_of(f)
+    return (how.env and os.environ.get(how.env)) or f.default
+
+
+def storage_url(explicit: str | None = None) -> str:
+    """The Optuna storage: the flag, else $TUNELAB_STORAGE, else sqlite:///studies.db."""
+    return explicit or default_from_env("storage")
+
+
+def tracking_uri(explicit: str | None = None) -> str:
+    """The MLflow store: the flag, else $MLFLOW_TRACKING_URI, else sqlite:///mlruns/mlflow.db."""
+    return explicit or default_from_env("tracking_uri")
+
+
+def build_spec(task: str, config_file: str | None, cli: Mapping[str, Any]) -> StudySpec:
+    """Defaults < environment < config file < CLI flags (flags left unset are None), then
+    validation. Task option flags refine the file's task_options rather than replace them."""
+    values: dict[str, Any] = {
+        f.name: default_from_env(f.name) for f in spec_fields() if option_of(f).env
+    }
+    if config_file:
+        values.update(load_config_file(config_file))
+    flags = {f.name for f in dataclasses.fields(TaskOptionFlags)}
+    task_options = {k: v for k, v in cli.items() if k in flags and v is not None}
+    cli = {k: v for k, v in cli.items() if k not in flags and v is not None}
+    if task_options:
+        cli["task_options"] = {**values.get("task_options", {}), **task_options}
+    values.update(cli)
+    return StudySpec(task=task, **values).validate()

@@ -1,0 +1,69 @@
+"""Everything a user can get wrong, checked before anything is written anywhere."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from tunelab.objectives.base import Task
+from tunelab.objectives.data import DataBundle, DataError, DataSpec, load_data
+from tunelab.objectives.registry import get_task
+from tunelab.objectives.space import SearchSpace, SearchSpaceError
+from tunelab.search.adapters.storage import check_database
+from tunelab.search.adapters.tracking import check_tracking_uri
+from tunelab.search.spec import SpecError, StudySpec
+
+
+@dataclass
+class Prepared:
+    """A validated study, ready to run: nothing has been written anywhere yet."""
+
+    spec: StudySpec
+    """The study's options."""
+    task: Task
+    """The task, with its options."""
+    space: SearchSpace
+    """The task's search space, narrowed as the spec asks."""
+    data: DataBundle
+    """The data set, split and on the training device."""
+    device: torch.device
+    """The training device."""
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise SpecError("--device cuda: no CUDA GPU is available")
+    if name == "mps" and not torch.backends.mps.is_available():
+        raise SpecError("--device mps: Apple MPS is not available")
+    return torch.device(name)
+
+
+def prepare(spec: StudySpec) -> Prepared:
+    """Validate every input that can be wrong; raises SpecError with one line."""
+    spec.validate()
+    try:
+        task = get_task(spec.task, spec.task_options)
+    except (ValueError, TypeError) as exc:
+        raise SpecError(str(exc)) from None
+    try:
+        space = task.search_space().narrowed(spec.params)
+    except SearchSpaceError as exc:
+        raise SpecError(f"config: {exc}") from None
+    check_database(spec.storage, what="storage")
+    check_tracking_uri(spec.tracking_uri)
+    device = resolve_device(spec.device)
+    try:
+        data = load_data(
+            DataSpec(name=spec.dataset, data_dir=spec.data_dir, limit_train=spec.limit_train),
+            device,
+        )
+    except DataError as exc:
+        raise SpecError(str(exc)) from None
+    return Prepared(spec=spec, task=task, space=space, data=data, device=device)

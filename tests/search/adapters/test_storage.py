@@ -1,0 +1,69 @@
+"""The Optuna storage adapter, on SQLite and on the local PostgreSQL."""
+
+import sqlite3
+
+import optuna
+import pytest
+
+from tunelab.search.adapters.storage import (
+    check_database,
+    engine_kwargs,
+    open_storage,
+    parse_url,
+    shown_url,
+    sqlite_path,
+)
+from tunelab.search.spec import SpecError
+
+
+def test_urls_are_checked_and_printed_without_password():
+    with pytest.raises(SpecError, match="malformed storage URL"):
+        parse_url("not a url")
+    with pytest.raises(SpecError, match="unsupported database"):
+        parse_url("nosuchdb://x/y")
+    shown = shown_url("postgresql+psycopg://user:s3cret@db:5432/optuna")
+    assert "s3cret" not in shown and "user" in shown and "db:5432/optuna" in shown
+    assert shown_url("http://mlflow:5000") == "http://mlflow:5000"
+
+
+def test_sqlite_paths(tmp_path):
+    assert sqlite_path(parse_url(f"sqlite:///{tmp_path}/a.db")) == tmp_path / "a.db"
+    assert sqlite_path(parse_url("sqlite://")) is None
+    assert sqlite_path(parse_url("postgresql://h/db")) is None
+
+
+def test_a_reachable_database_passes_the_check(storage_url):
+    check_database(storage_url)
+
+
+def test_check_creates_only_the_folder_of_a_sqlite_file(tmp_path):
+    url = f"sqlite:///{tmp_path}/deep/er/studies.db"
+    check_database(url)
+    assert (tmp_path / "deep" / "er").is_dir()
+    assert not (tmp_path / "deep" / "er" / "studies.db").exists()
+    (tmp_path / "dir.db").mkdir()
+    with pytest.raises(SpecError, match="is not a file"):
+        check_database(f"sqlite:///{tmp_path}/dir.db")
+
+
+def test_an_unreachable_server_is_one_line_without_password():
+    url = "postgresql+psycopg://postgres:s3cret@127.0.0.1:1/x"
+    with pytest.raises(SpecError, match="cannot reach storage database") as error:
+        check_database(url)
+    assert "s3cret" not in str(error.value) and "\n" not in str(error.value)
+
+
+def test_open_storage_gives_a_working_storage_with_a_heartbeat(storage_url):
+    calls = []
+    storage = open_storage(storage_url, 5, 20, lambda study, trial: calls.append(trial.number))
+    assert storage.get_heartbeat_interval() == 5
+    study = optuna.create_study(study_name="s", storage=storage)
+    study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=2)
+    assert len(optuna.load_study(study_name="s", storage=storage_url).trials) == 2
+    if storage_url.startswith("sqlite"):  # several processes share SQLite through WAL
+        path = sqlite_path(parse_url(storage_url))
+        with sqlite3.connect(path) as connection:
+            assert connection.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        assert engine_kwargs(storage_url) == {"connect_args": {"timeout": 60}}
+    else:
+        assert engine_kwargs(storage_url)["pool_pre_ping"] is True
