@@ -32,7 +32,8 @@ class AugmentConfig:
 def augment_batch(
     x: torch.Tensor, config: AugmentConfig, generator: torch.Generator | None = None
 ) -> torch.Tensor:
-    """Augment a batch (N, C, H, W) with independent random parameters per image."""
+    """Augment a batch (N, C, H, W) with independent random parameters per image; the result
+    keeps the batch's memory format (channels-last stays channels-last)."""
     if not config.active:
         return x
     n, _, h, w = x.shape
@@ -55,4 +56,7 @@ def augment_batch(
         dim=1,
     )
     grid = F.affine_grid(theta, list(x.shape), align_corners=False)
-    return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    out = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    if x.is_contiguous(memory_format=torch.channels_last):
+        out = out.contiguous(memory_format=torch.channels_last)
+    return out

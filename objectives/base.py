@@ -1,9 +1,11 @@
 """The task contract: what the shared trial loop needs from a model family.
 
 A task has a name, a metric, a direction and five steps: `suggest` (search space ->
-hyperparameter dataclass), `build` (modules and optimizers), `train_epoch`, `evaluate` and
-`finalize` (final metrics and artifacts of the best epoch). The loop in `runner.py` drives
-them; a task never loops over epochs, logs, reports to Optuna or decides to stop.
+hyperparameter dataclass), `build` (modules and optimizers for a trial budget), `train_step`
+(one optimizer step on one batch), `evaluate` (score a split) and `finalize` (final metrics and
+artifacts of the best weights). The loop in `runner.py` drives them: it owns the batches, the
+rungs, logging, reporting to Optuna, pruning, early stopping and checkpoints; a task never
+loops over data or decides to stop.
 """
 
 from __future__ import annotations
@@ -16,7 +18,8 @@ from typing import Any, ClassVar, Literal
 import optuna
 import torch
 
-from tunelab.objectives.data import DataBundle
+from tunelab.objectives.budget import TrialBudget
+from tunelab.objectives.data import DataBundle, Split
 from tunelab.objectives.space import SearchSpace
 
 EXAMPLE_ROWS = 4
@@ -65,13 +68,17 @@ class Parts:
 
 
 @dataclass(frozen=True)
-class EpochContext:
-    """What one epoch of training may need besides the parts and the data."""
+class StepContext:
+    """Where a trial's training stands: what a step, an evaluation or an artifact may need."""
 
     epoch: int
-    """Epoch number, from 1."""
-    max_epochs: int
-    """The trial's epoch budget (for schedules and warm-ups)."""
+    """The epoch this step belongs to, from 1."""
+    step: int
+    """Optimizer steps so far, this one included (from 1; 0 before the first)."""
+    progress: float
+    """Epochs of training done before this step (images seen / training split size)."""
+    budget: TrialBudget
+    """The trial's budget (schedules and warm-ups span it)."""
     generator: torch.Generator
     """The trial's random stream for shuffling, augmentation and noise."""
 
@@ -125,23 +132,36 @@ class Task(abc.ABC):
         return self.hparams_type(**space.suggest(trial))
 
     @abc.abstractmethod
-    def build(self, hp: Any, data: DataBundle, device: torch.device, max_epochs: int) -> Parts:
-        """Models, optimizers and schedulers for this configuration, on the device."""
+    def build(self, hp: Any, data: DataBundle, device: torch.device, budget: TrialBudget) -> Parts:
+        """Models, optimizers and schedulers for this configuration, on the device; schedules
+        span `budget.steps(batch_size)` optimizer steps."""
+
+    def batch_size(self, hp: Any) -> int:
+        """Training images per step (the hyperparameters' batch_size by default)."""
+        return int(hp.batch_size)
 
     @abc.abstractmethod
-    def train_epoch(self, parts: Parts, hp: Any, data: DataBundle, ctx: EpochContext) -> dict:
-        """Train one epoch; returns train_* metrics (train_loss among them)."""
+    def train_step(
+        self, parts: Parts, hp: Any, x: torch.Tensor, y: torch.Tensor, ctx: StepContext
+    ) -> dict[str, torch.Tensor]:
+        """One optimizer step on one batch; returns train_* metrics of this step as detached
+        scalar tensors (left on the device: the loop averages them without a sync per step).
+        A metric a step does not compute (e.g. the GAN's generator loss on a discriminator-
+        only step) is left out and averaged over the steps that have it."""
 
     @abc.abstractmethod
-    def evaluate(self, parts: Parts, hp: Any, data: DataBundle, ctx: EpochContext) -> dict:
-        """Score the validation split; returns val_* metrics, the objective among them."""
+    def evaluate(
+        self, parts: Parts, hp: Any, data: DataBundle, split: Split, ctx: StepContext
+    ) -> dict[str, float]:
+        """Score `split` (the rung split or the whole validation split); returns val_*
+        metrics, the objective among them."""
 
     def trial_tags(self, data: DataBundle) -> dict[str, str]:
         """Tags for every trial's run (e.g. the feature space and checksum of a metric model)."""
         return {}
 
     def epoch_artifacts(
-        self, parts: Parts, hp: Any, data: DataBundle, ctx: EpochContext
+        self, parts: Parts, hp: Any, data: DataBundle, ctx: StepContext
     ) -> dict[str, bytes]:
         """Files to log after each epoch (e.g. a fixed-noise sample grid); none by default."""
         return {}

@@ -8,6 +8,7 @@ tensors; nothing goes through a per-sample DataLoader during a trial.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,6 +57,24 @@ class Split:
 
     def __len__(self) -> int:
         return len(self.y)
+
+    def take(self, index: torch.Tensor) -> Split:
+        """The images at `index`, in that order."""
+        index = index.to(self.x.device)
+        return Split(self.x[index], self.y[index])
+
+    def head(self, size: int) -> Split:
+        """A fixed, class-balanced part of `size` images (all of them when there are fewer):
+        the same images for every trial of every study on this data set."""
+        if size >= len(self):
+            return self
+        labels = self.y.cpu().numpy()
+        try:
+            keep, _ = _split_two(np.arange(len(self)), labels, len(self) - size)
+            index = np.sort(keep[0])
+        except ValueError:  # too few images per class to stratify: a seeded random part
+            index = np.sort(np.random.default_rng(SPLIT_SEED).permutation(len(self))[:size])
+        return self.take(torch.from_numpy(index))
 
     def batches(
         self, batch_size: int, generator: torch.Generator | None = None, drop_last: bool = False
@@ -112,6 +131,17 @@ class DataBundle:
             self.num_classes,
             self.class_names,
             self.source,
+        )
+
+    def channels_last(self) -> DataBundle:
+        """The same images in channels-last memory order (what the loop's models expect)."""
+
+        def reorder(s: Split) -> Split:
+            x = s.x.contiguous(memory_format=torch.channels_last) if s.x.dim() == 4 else s.x
+            return Split(x, s.y)
+
+        return dataclasses.replace(
+            self, train=reorder(self.train), val=reorder(self.val), test=reorder(self.test)
         )
 
     def for_final_training(self) -> DataBundle:

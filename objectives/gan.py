@@ -33,14 +33,15 @@ import torch.nn.functional as F
 
 from tunelab.models.gan import Discriminator, DiscriminatorConfig, Generator, GeneratorConfig
 from tunelab.objectives.base import (
-    EpochContext,
     Finalization,
     Parts,
     ServingModel,
+    StepContext,
     Task,
     latent_example,
 )
-from tunelab.objectives.data import DataBundle
+from tunelab.objectives.budget import TrialBudget
+from tunelab.objectives.data import DataBundle, Split
 from tunelab.objectives.fid import (
     FeatureSpace,
     RealReference,
@@ -165,7 +166,8 @@ class GANTask(Task):
             raise ValueError("fid_samples and final_fid_samples must be at least 2")
         self.inception_weights = inception_weights_path(self.options.inception_weights)
         self.metric = resolve_feature_space(self.options.feature_space, self.inception_weights)
-        self._prepared: tuple[DataBundle, FeatureSpace, RealReference, float] | None = None
+        self._space: tuple[DataBundle, FeatureSpace] | None = None
+        self._references: dict[int, tuple[Split, RealReference, float]] = {}
 
     def search_space(self) -> SearchSpace:
         ns = ("loss", ("ns",))
@@ -194,30 +196,40 @@ class GANTask(Task):
 
     # -- the feature space and the real images' statistics, once per process ---------------
 
-    def _reference(self, data: DataBundle) -> tuple[FeatureSpace, RealReference, float]:
-        """The feature space, real validation features/statistics and real pixel std."""
-        if self._prepared is None or self._prepared[0] is not data:
+    def _feature_space(self, data: DataBundle) -> FeatureSpace:
+        """The feature space of this data set (the classifier trained or loaded once)."""
+        if self._space is None or self._space[0] is not data:
             # the feature model belongs to the data set, not to a re-split of it
             space = make_feature_space(
                 self.metric, data.source or data, self.options.cache_dir, self.inception_weights
             )
-            reference = real_reference(space, data.val.x)
-            pixel_std = data.val.x.std(dim=0).mean().item()
-            self._prepared = (data, space, reference, pixel_std)
-        return self._prepared[1:]
+            self._space, self._references = (data, space), {}
+        return self._space[1]
+
+    def _reference(
+        self, data: DataBundle, split: Split
+    ) -> tuple[FeatureSpace, RealReference, float]:
+        """The feature space, the real images' features and statistics in it, and their mean
+        per-pixel std, for one split (computed once per split)."""
+        space = self._feature_space(data)
+        if id(split) not in self._references:
+            pixel_std = split.x.std(dim=0).mean().item()
+            self._references[id(split)] = (split, real_reference(space, split.x), pixel_std)
+        _, reference, pixel_std = self._references[id(split)]
+        return space, reference, pixel_std
 
     def trial_tags(self, data: DataBundle) -> dict[str, str]:
-        space, _, _ = self._reference(data)
+        space = self._feature_space(data)
         return {"tunelab.feature_space": space.name, **space.tags()}
 
     # -- the trial's steps -----------------------------------------------------------------
 
     def build(
-        self, hp: GANHParams, data: DataBundle, device: torch.device, max_epochs: int
+        self, hp: GANHParams, data: DataBundle, device: torch.device, budget: TrialBudget
     ) -> Parts:
         if hp.loss not in LOSSES:
             raise ValueError(f"unknown GAN loss {hp.loss!r}; known: {', '.join(LOSSES)}")
-        _, reference, _ = self._reference(data)  # RNG-neutral: trains or loads the classifier
+        self._feature_space(data)  # RNG-neutral: trains or loads the classifier
         generator = Generator(
             GeneratorConfig(data.channels, data.image_size, hp.latent_dim, hp.g_width)
         ).to(device)
@@ -234,62 +246,42 @@ class GANTask(Task):
                 "discriminator": torch.optim.Adam(discriminator.parameters(), hp.lr_d, betas=betas),
             },
             extra={
-                "fixed_noise": torch.randn(GRID * GRID, hp.latent_dim, generator=fixed).to(device),
-                "real": reference,
+                "fixed_noise": torch.randn(GRID * GRID, hp.latent_dim, generator=fixed).to(device)
             },
         )
 
-    def train_epoch(
-        self, parts: Parts, hp: GANHParams, data: DataBundle, ctx: EpochContext
-    ) -> dict[str, float]:
-        """Returns train_d_loss and train_g_loss (means over their steps) and train_loss, their
-        sum; plus train_d_accuracy (ns: real logits > 0 and fake < 0) or train_critic_gap
-        (wgan-gp: mean critic score of real minus fake images)."""
+    def train_step(
+        self, parts: Parts, hp: GANHParams, x: torch.Tensor, y: torch.Tensor, ctx: StepContext
+    ) -> dict[str, torch.Tensor]:
+        """One discriminator step, and a generator step every `d_steps`-th step. Returns
+        train_d_loss and train_d_accuracy (ns: real logits > 0 and fake < 0) or
+        train_critic_gap (wgan-gp: mean critic score of real minus fake images), and
+        train_g_loss on the steps that have one."""
         gen, disc = parts.modules["generator"], parts.modules["discriminator"]
         opt_g, opt_d = parts.optimizers["generator"], parts.optimizers["discriminator"]
-        device = data.train.x.device
         gen.train()
         disc.train()
-        # Sums stay on the device: one synchronisation per epoch, not per batch.
-        d_sum, g_sum, extra_sum = (torch.zeros((), device=device) for _ in range(3))
-        d_steps = g_steps = 0
 
         def noise(n: int) -> torch.Tensor:
-            return torch.randn(n, hp.latent_dim, generator=ctx.generator, device=device)
+            return torch.randn(n, hp.latent_dim, generator=ctx.generator, device=x.device)
 
-        def generator_step(n: int) -> None:
-            nonlocal g_sum, g_steps
-            scores = disc(gen(noise(n)))
-            loss = F.softplus(-scores).mean() if hp.loss == "ns" else -scores.mean()
-            opt_g.zero_grad(set_to_none=True)
-            loss.backward()
-            opt_g.step()
-            g_sum += loss.detach()
-            g_steps += 1
-
-        for x, _ in data.train.batches(hp.batch_size, ctx.generator, drop_last=True):
-            real = x * 2 - 1
-            with torch.no_grad():
-                fake = gen(noise(len(real)))
-            loss, extra = self._discriminator_loss(disc, real, fake, hp, ctx.generator)
-            opt_d.zero_grad(set_to_none=True)
-            loss.backward()
-            opt_d.step()
-            d_sum += loss.detach()
-            extra_sum += extra
-            d_steps += 1
-            if d_steps % hp.d_steps == 0:
-                generator_step(len(real))
-        if g_steps == 0:  # fewer batches than d_steps: still one generator step per epoch
-            generator_step(min(hp.batch_size, len(data.train)))
-        d_loss, g_loss = d_sum.item() / d_steps, g_sum.item() / g_steps
+        real = x * 2 - 1
+        with torch.no_grad():
+            fake = gen(noise(len(real)))
+        loss, extra = self._discriminator_loss(disc, real, fake, hp, ctx.generator)
+        opt_d.zero_grad(set_to_none=True)
+        loss.backward()
+        opt_d.step()
         extra_name = "train_d_accuracy" if hp.loss == "ns" else "train_critic_gap"
-        return {
-            "train_loss": d_loss + g_loss,
-            "train_d_loss": d_loss,
-            "train_g_loss": g_loss,
-            extra_name: extra_sum.item() / d_steps,
-        }
+        metrics = {"train_d_loss": loss.detach(), extra_name: extra}
+        if ctx.step % hp.d_steps == 0:
+            scores = disc(gen(noise(len(real))))
+            g_loss = F.softplus(-scores).mean() if hp.loss == "ns" else -scores.mean()
+            opt_g.zero_grad(set_to_none=True)
+            g_loss.backward()
+            opt_g.step()
+            metrics["train_g_loss"] = g_loss.detach()
+        return metrics
 
     @staticmethod
     def _discriminator_loss(
@@ -331,27 +323,27 @@ class GANTask(Task):
             )
 
     def evaluate(
-        self, parts: Parts, hp: GANHParams, data: DataBundle, ctx: EpochContext
+        self, parts: Parts, hp: GANHParams, data: DataBundle, split: Split, ctx: StepContext
     ) -> dict[str, float]:
-        space, reference, real_std = self._reference(data)
+        space, reference, real_std = self._reference(data, split)
         images = self._generate(
             parts.modules["generator"],
             self.options.fid_samples,
             hp.latent_dim,
             EVAL_NOISE_SEED,
-            data.val.x.device,
+            split.x.device,
         )
         diversity = images.std(dim=0).mean().item() / max(real_std, 1e-12)
         if diversity < COLLAPSE_RATIO:
             raise Diverged(
                 f"mode collapse: generated per-pixel std is {diversity:.3g} of the real images' "
-                f"(< {COLLAPSE_RATIO}) at epoch {ctx.epoch}"
+                f"(< {COLLAPSE_RATIO}) in epoch {ctx.epoch}"
             )
         metrics = distances(space, reference, images, kid_subsets=KID_SUBSETS)
         return {**metrics, "sample_diversity": diversity}
 
     def epoch_artifacts(
-        self, parts: Parts, hp: GANHParams, data: DataBundle, ctx: EpochContext
+        self, parts: Parts, hp: GANHParams, data: DataBundle, ctx: StepContext
     ) -> dict[str, bytes]:
         return {f"samples/epoch_{ctx.epoch:03d}.png": self._fixed_grid(parts)}
 
@@ -369,7 +361,7 @@ class GANTask(Task):
         return ServingModel(generator, example, "generator")
 
     def finalize(self, parts: Parts, hp: GANHParams, data: DataBundle) -> Finalization:
-        space, reference, _ = self._reference(data)
+        space, reference, _ = self._reference(data, data.val)
         gen = parts.modules["generator"]
         device = data.val.x.device
         n = min(self.options.final_fid_samples, len(data.val))

@@ -14,21 +14,31 @@ from typing import Any
 
 FAIL_REASON = "tunelab.fail_reason"
 """Why a trial failed or was pruned without a pruner's decision (divergence, interruption)."""
-BEST_EPOCH = "tunelab.best_epoch"
-"""The epoch whose weights a complete trial kept (its value is that epoch's metric)."""
-EPOCHS_RUN = "tunelab.epochs_run"
-"""Epochs a complete trial trained."""
+BEST_STEP = "tunelab.best_step"
+"""The step (rung) whose weights a complete trial kept, in the study's rung unit."""
+STEPS_RUN = "tunelab.steps_run"
+"""The last step a complete trial reached, in the study's rung unit."""
 EARLY_STOPPED = "tunelab.early_stopped"
-"""Whether early stopping ended a complete trial before its epoch budget."""
+"""Whether early stopping ended a complete trial before its budget."""
+STOPPED_AT_DEADLINE = "tunelab.stopped_at_deadline"
+"""A trial the study's time budget ended early, complete with its best weights so far."""
 MLFLOW_RUN_ID = "tunelab.mlflow_run_id"
 """The trial's MLflow run."""
 TRIAL_NUMBER = "tunelab.trial_number"
 """The trial's own number. Optuna copies user attributes into the retry of a dead trial, so a
 new trial that finds another number here is a retry of that trial."""
 ORIGINAL_TRIAL = "tunelab.original_trial"
-"""The first trial of a chain of retries."""
+"""The first trial of a chain of retries and continuations: the configuration's own trial."""
 RESUMED_FROM_TRIAL = "tunelab.resumed_from_trial"
 """The trial whose checkpoint a retry continued."""
+RESUMED_AT_STEP = "tunelab.resumed_at_step"
+"""The step at which a retry or continuation took its source's training up."""
+DEFAULT_TRIAL = "tunelab.default_trial"
+"""On the trial of the task's default configuration, enqueued first in every study."""
+PAUSED_AT = "tunelab.paused_at"
+"""The step at which successive halving paused the trial (PRUNED, its checkpoint kept)."""
+RESUME_OF = "tunelab.resume_of"
+"""On the continuation of a paused trial: that trial's number."""
 RETRY_OF = "tunelab.retry_of"
 """On a queued retry of an interrupted trial: that trial's number."""
 
@@ -42,6 +52,8 @@ DATASET = "tunelab.dataset"
 """The data set's name."""
 METRIC = "tunelab.metric"
 """The objective's metric name."""
+BUDGET = "tunelab.budget"
+"""The study's trial budget and rungs (TrialBudget as JSON); absent in 0.1 studies (epochs)."""
 PARENT_RUN_ID = "tunelab.mlflow_parent_run_id"
 """The study's MLflow parent run."""
 
@@ -59,8 +71,10 @@ RECOVERED_TAG = "tunelab.recovered"
 """`true` on the run of a trial whose worker died, closed by another worker."""
 RETRY_OF_TRIAL_TAG = "tunelab.retry_of_trial"
 """On a retry's run: the first trial of its chain."""
-RESUMED_AT_EPOCH_TAG = "tunelab.resumed_at_epoch"
-"""On a retry's run: the last epoch of the checkpoint it continued from."""
+RESUMED_AT_STEP_TAG = RESUMED_AT_STEP
+"""On a retry's run: the step of the checkpoint it continued from."""
+STOPPED_TAG = "tunelab.stopped"
+"""Why a complete trial ended before its budget: early-stopped or deadline."""
 LAST_EXIT_TAG = "tunelab.last_exit"
 """On a parent run: how the last process working on the study ended, when not normally."""
 EVALUATION_TAG = "tunelab.evaluation"
@@ -68,8 +82,8 @@ EVALUATION_TAG = "tunelab.evaluation"
 
 LEGACY_NAMES = {
     FAIL_REASON: "fail_reason",
-    BEST_EPOCH: "best_epoch",
-    EPOCHS_RUN: "epochs_run",
+    BEST_STEP: "best_epoch",  # 0.1 studies count steps in epochs
+    STEPS_RUN: "epochs_run",
     EARLY_STOPPED: "early_stopped",
     MLFLOW_RUN_ID: "mlflow_run_id",
     RESUMED_FROM_TRIAL: "resumed_from_trial",

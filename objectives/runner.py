@@ -1,35 +1,48 @@
 """The one shared trial loop, for every task.
 
-Per epoch: train -> evaluate -> log all metrics in one call -> `trial.report` -> prune? ->
-early stop? -> keep the best epoch's weights. The trial's value is its best epoch's metric.
-A non-finite loss or metric prunes the trial with `fail_reason` recorded; the study goes on.
-With a checkpoint folder, every epoch's full state is saved, and a retried trial (Optuna's
-heartbeat retry, or one interrupted by a signal) resumes from its last epoch.
+The loop owns the batches: it shuffles each epoch with the trial's generator, hands one batch
+at a time to `task.train_step`, and at every rung (a fixed number of training images, see
+`budget.py`) scores the model on the rung split, logs the rung in one call, reports to Optuna,
+prunes, stops early, keeps the best weights and saves a checkpoint. At the end it scores the
+best weights on the whole validation split: that is the trial's value. A non-finite loss or
+metric prunes the trial with its reason recorded; the study goes on.
+
+A retried trial (Optuna's heartbeat retry, or one interrupted by a signal) resumes exactly where
+its source's last rung left it: same weights, optimizer and scheduler states, random streams,
+epoch order and position in it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import math
-from collections.abc import Callable
-from dataclasses import asdict, dataclass, is_dataclass
-from typing import Any
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field, is_dataclass
+from typing import Any, Literal
 
 import optuna
 import torch
 
 from tunelab.objectives import keys
-from tunelab.objectives.base import EpochContext, Parts, Task
+from tunelab.objectives.base import Parts, StepContext, Task
+from tunelab.objectives.budget import AUTO_RUNG_VAL_IMAGES, TrialBudget
 from tunelab.objectives.checkpoints import CheckpointStore
-from tunelab.objectives.data import DataBundle
+from tunelab.objectives.data import DataBundle, Split
 from tunelab.objectives.recorders import NullRecorder, TrialRecorder
 from tunelab.objectives.space import SearchSpace
 
 RecorderFactory = Callable[[optuna.trial.BaseTrial], TrialRecorder]
+Precision = Literal["fp32", "bf16"]
 SEED_STRIDE = 1_000_003
 """Trial seeds are base_seed * SEED_STRIDE + trial number: a prime above any trial count, so
 the streams of two base seeds never share a trial seed."""
+CHECKPOINT_FORMAT = 2
+"""Version of the checkpoint payload; a checkpoint of another version is not resumed."""
+RUNG_PREFIX = "rung/"
+"""MLflow name prefix of the metrics scored on the rung split at every rung."""
 
 
 def mark_trial_start(trial: optuna.trial.BaseTrial) -> int | None:
@@ -47,14 +60,21 @@ def mark_trial_start(trial: optuna.trial.BaseTrial) -> int | None:
 class LoopConfig:
     """How each trial trains, whatever its hyperparameters."""
 
-    max_epochs: int = 10
-    """Maximum epochs per trial."""
+    budget: TrialBudget
+    """The trial's rungs and budget."""
     patience: int = 3
-    """Stop a trial after this many epochs without a better objective."""
+    """Stop a trial after this many epochs without a better rung value."""
     seed: int = 0
     """Base seed; a trial's seed is derived from it and the trial number."""
     device: str = "cpu"
     """Torch device the data and models live on."""
+    precision: Precision = "fp32"
+    """Training steps in float32, or under bfloat16 autocast (evaluation is always float32)."""
+    rung_val_images: int | None = AUTO_RUNG_VAL_IMAGES
+    """Validation images scored at every rung (None = the whole validation split)."""
+    deadline: float | None = None
+    """Wall-clock time (time.time()) at which a trial stops training and ends complete with
+    the value of its best weights so far (pruned if it has not reached a rung yet)."""
 
 
 class Diverged(Exception):
@@ -63,6 +83,181 @@ class Diverged(Exception):
 
 def trial_seed(base_seed: int, trial_number: int) -> int:
     return (base_seed * SEED_STRIDE + trial_number) % (2**31)
+
+
+def channels_last(x: torch.Tensor) -> torch.Tensor:
+    """Image batches in channels-last memory order (faster convolutions on CPUs and GPUs)."""
+    return x.contiguous(memory_format=torch.channels_last) if x.dim() == 4 else x
+
+
+def autocast(device: torch.device, precision: Precision) -> contextlib.AbstractContextManager:
+    if precision == "bf16":
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+# -- training -----------------------------------------------------------------------------------
+
+
+@dataclass
+class TrainingState:
+    """Where a trial's training stands; saved whole in every checkpoint."""
+
+    epoch: int = 0
+    """Current epoch (from 1; 0 before the first)."""
+    position: int = 0
+    """Index into the epoch's order of the next batch's first image."""
+    order: torch.Tensor | None = None
+    """The current epoch's shuffled image order."""
+    images: int = 0
+    """Training images seen."""
+    steps: int = 0
+    """Optimizer steps taken."""
+    rungs: int = 0
+    """Rungs reached."""
+    best_value: float | None = None
+    """Best value on all of validation so far."""
+    best_step: int = 0
+    """The step of the best value."""
+    best_progress: float = 0.0
+    """Epochs trained at the best value."""
+    best_weights: dict[str, Any] | None = None
+    """CPU copy of the modules' weights at the best value."""
+    judged_images: int = -1
+    """Training images seen when all of validation last scored the weights."""
+    stopped: str | None = None
+    """Why training ended before the budget: early-stopped or deadline."""
+
+    def as_payload(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items()}
+
+
+@dataclass
+class RunningMeans:
+    """Sums of per-step training metrics on the device, averaged at a rung (one sync)."""
+
+    sums: dict[str, torch.Tensor] = field(default_factory=dict)
+    counts: dict[str, int] = field(default_factory=dict)
+
+    def add(self, metrics: dict[str, torch.Tensor]) -> None:
+        for name, value in metrics.items():
+            value = value.detach().float()
+            self.sums[name] = self.sums[name] + value if name in self.sums else value
+            self.counts[name] = self.counts.get(name, 0) + 1
+
+    def pop(self) -> dict[str, float]:
+        means = {k: v.item() / self.counts[k] for k, v in self.sums.items()}
+        self.sums, self.counts = {}, {}
+        return means
+
+
+class TrialTraining:
+    """One trial's model trained batch by batch, rung by rung: the loop without judging."""
+
+    def __init__(
+        self,
+        task: Task,
+        hp: Any,
+        data: DataBundle,
+        loop: LoopConfig,
+        seed: int,
+    ) -> None:
+        self.task, self.hp, self.data, self.loop = task, hp, data, loop
+        self.device = torch.device(loop.device)
+        torch.manual_seed(seed)
+        self.generator = torch.Generator(device=self.device).manual_seed(seed)
+        self.parts = task.build(hp, data, self.device, loop.budget)
+        for module in self.parts.modules.values():
+            module.to(memory_format=torch.channels_last)
+        self.state = TrainingState()
+        self.means = RunningMeans()
+        self.batch = min(task.batch_size(hp), len(data.train))
+        self.batches_per_epoch = max(1, len(data.train) // self.batch)
+
+    @property
+    def progress(self) -> float:
+        """Epochs of training done."""
+        done = self.state.position / (self.batches_per_epoch * self.batch)
+        return max(0, self.state.epoch - 1) + done if self.state.position else self.state.epoch
+
+    def context(self) -> StepContext:
+        return StepContext(
+            epoch=max(1, self.state.epoch),
+            step=self.state.steps,
+            progress=self.progress,
+            budget=self.loop.budget,
+            generator=self.generator,
+        )
+
+    def steps(self) -> Iterator[bool]:
+        """Train one batch per iteration; yields whether that batch ended an epoch."""
+        state, train = self.state, self.data.train
+        while True:
+            if state.position == 0:
+                state.epoch += 1
+                state.order = torch.randperm(
+                    len(train), generator=self.generator, device=self.generator.device
+                ).to(train.x.device)
+            index = state.order[state.position : state.position + self.batch]
+            state.position += self.batch
+            epoch_end = state.position + self.batch > self.batches_per_epoch * self.batch
+            ctx = StepContext(
+                epoch=state.epoch,
+                step=state.steps + 1,
+                progress=(state.epoch - 1) + state.position / (self.batches_per_epoch * self.batch),
+                budget=self.loop.budget,
+                generator=self.generator,
+            )
+            with autocast(self.device, self.loop.precision):
+                metrics = self.task.train_step(
+                    self.parts, self.hp, channels_last(train.x[index]), train.y[index], ctx
+                )
+            self.means.add(metrics)
+            state.steps += 1
+            state.images += len(index)
+            if epoch_end:
+                state.position = 0
+            yield epoch_end
+
+    def step_now(self) -> int:
+        """Where training stands, in the budget's unit (training images, or epochs)."""
+        budget = self.loop.budget
+        if budget.unit == "epochs":
+            return round(self.progress)
+        return round(self.progress * budget.train_size)
+
+    def rung_due(self) -> bool:
+        """Whether the next rung is reached. Rungs are fractions of an epoch (rung / training
+        split size), counted in batches, so that every trial reports at the same steps
+        whatever its batch size, and a rung as large as the split falls on each epoch's end."""
+        budget = self.loop.budget
+        return self.progress >= (self.state.rungs + 1) * budget.rung / budget.train_size - 1e-9
+
+    def train_until(self, step: int) -> None:
+        """Train without scoring until `step` (in the budget's unit; final evaluation
+        retrains a chosen configuration this way)."""
+        budget = self.loop.budget
+        target = step if budget.unit == "epochs" else step / budget.train_size
+        if self.progress >= target - 1e-9:
+            return
+        for _ in self.steps():
+            if self.progress >= target - 1e-9:
+                break
+        _check_finite(self.means.pop(), self.state.epoch)
+
+
+def retrain(
+    task: Task, hp: Any, data: DataBundle, loop: LoopConfig, step: int, seed: int
+) -> TrialTraining:
+    """Build and train a configuration up to `step` (the budget's unit), as its trial did
+    (same budget, so the learning rate follows the same schedule), without scoring anything.
+    Raises Diverged."""
+    training = TrialTraining(task, hp, data.channels_last(), loop, seed)
+    training.train_until(step)
+    return training
+
+
+# -- the objective ------------------------------------------------------------------------------
 
 
 class Objective:
@@ -76,33 +271,52 @@ class Objective:
         loop: LoopConfig,
         recorder_factory: RecorderFactory | None = None,
         checkpoints: CheckpointStore | None = None,
+        paused_at: Callable[[int], int | None] | None = None,
     ) -> None:
         self.task = task
-        self.data = data
+        self.data = data.channels_last()
         self.space = space
         self.loop = loop
         self.recorder_factory = recorder_factory or (lambda trial: NullRecorder())
         self.checkpoints = checkpoints
-        """Per-epoch checkpoints for resuming a retried trial (None = no checkpoints)."""
+        """Per-rung checkpoints for resuming a retried trial (None = no checkpoints)."""
+        self.paused_at = paused_at or (lambda number: None)
+        """Trial number -> the step the pruner paused it at, when its prune is a pause (the
+        trial ends, but its checkpoint stays for a continuation)."""
+        self._rung_split: Split | None = None
+        self._resumed_from: dict[int, int] = {}
+
+    @property
+    def rung_split(self) -> Split:
+        """The part of the validation split scored at every rung (fixed for the study)."""
+        if self._rung_split is None:
+            size = self.loop.rung_val_images
+            val = self.data.val
+            self._rung_split = val if size is None else val.head(size)
+        return self._rung_split
 
     def __call__(self, trial: optuna.trial.BaseTrial) -> float:
-        task, loop = self.task, self.loop
-        device = torch.device(loop.device)
+        task = self.task
         retry_of = mark_trial_start(trial)
         hp = task.suggest(trial, self.space)
-        seed = trial_seed(loop.seed, trial.number)
-        torch.manual_seed(seed)
-        generator = torch.Generator(device=device).manual_seed(seed)
-        parts = task.build(hp, self.data, device, loop.max_epochs)
+        training = TrialTraining(
+            task, hp, self.data, self.loop, trial_seed(self.loop.seed, trial.number)
+        )
         recorder = self.recorder_factory(trial)
         try:
             recorder.log_params(_flat_params(hp))
             tags = task.trial_tags(self.data)
             if tags:
                 recorder.set_tags(tags)
-            state = self._resume(trial, retry_of, parts, generator, recorder)
-            value = self._train(trial, hp, parts, generator, recorder, state)
+            self._resume(trial, retry_of, training, recorder)
+            value = self._train(trial, training, recorder)
         except optuna.TrialPruned as pruned:
+            paused = self.paused_at(trial.number)
+            if paused is not None:
+                trial.set_user_attr(keys.PAUSED_AT, paused)
+                recorder.set_tags({keys.PAUSED_AT: str(paused)})
+                recorder.end("KILLED", f"paused at step {paused}")
+                raise
             recorder.end("KILLED", str(pruned) or "pruned")
             self._remove_checkpoint(trial.number)
             raise
@@ -124,137 +338,197 @@ class Objective:
         return value
 
     def _train(
-        self,
-        trial: optuna.trial.BaseTrial,
-        hp: Any,
-        parts: Parts,
-        generator: torch.Generator,
-        recorder: TrialRecorder,
-        state: dict[str, Any],
+        self, trial: optuna.trial.BaseTrial, training: TrialTraining, recorder: TrialRecorder
     ) -> float:
-        task, loop = self.task, self.loop
-        epoch = state["epoch"]
-        while epoch < loop.max_epochs and state["since_best"] < loop.patience:
-            epoch += 1
-            ctx = EpochContext(epoch=epoch, max_epochs=loop.max_epochs, generator=generator)
-            metrics = task.train_epoch(parts, hp, self.data, ctx)
-            _check_finite(metrics, epoch)
-            metrics.update(task.evaluate(parts, hp, self.data, ctx))
-            _check_finite(metrics, epoch)
-            recorder.log_metrics(metrics, step=epoch)
-            files = task.epoch_artifacts(parts, hp, self.data, ctx)
-            if files:
-                recorder.log_artifacts(files)
-            value = float(metrics[task.metric])
-            if state["best_value"] is None or task.better(value, state["best_value"]):
-                state.update(best_value=value, best_epoch=epoch, since_best=0)
-                state["best_weights"] = parts.module_state()
-            else:
-                state["since_best"] += 1
-            state["epoch"] = epoch
-            trial.report(value, epoch)
-            self._save_checkpoint(trial.number, parts, generator, state)
-            if trial.should_prune():
-                raise optuna.TrialPruned(f"pruned at epoch {epoch} ({task.metric}={value:.5g})")
+        task, loop, state = self.task, self.loop, training.state
+        budget = loop.budget
+        if state.rungs < budget.max_rungs and state.stopped is None:
+            for epoch_end in training.steps():
+                if training.rung_due():
+                    self._rung(trial, training, recorder)
+                if epoch_end:
+                    if self.rung_split is not self.data.val:
+                        self._judge(training, recorder)
+                    files = task.epoch_artifacts(
+                        training.parts, training.hp, self.data, training.context()
+                    )
+                    if files:
+                        recorder.log_artifacts(files)
+                if state.stopped is None and training.progress - state.best_progress >= (
+                    loop.patience
+                ):
+                    state.stopped = "early-stopped"
+                if state.stopped or state.rungs >= budget.max_rungs:
+                    break
+                if loop.deadline is not None and time.time() >= loop.deadline:
+                    # the time budget is spent: end now, with the best weights so far
+                    if state.rungs == 0:
+                        raise optuna.TrialPruned("the time budget ended before its first rung")
+                    state.stopped = "deadline"
+                    break
+        if state.judged_images != state.images:  # the last weights have not been judged yet
+            self._judge(training, recorder)
+        return self._finish(trial, training, recorder)
 
-        best_value, best_epoch = state["best_value"], state["best_epoch"]
-        parts.load_module_state(state["best_weights"])
+    def _rung(
+        self, trial: optuna.trial.BaseTrial, training: TrialTraining, recorder: TrialRecorder
+    ) -> None:
+        """Score the rung split, log, report, checkpoint; then prune (or pause)."""
+        task, loop, state = self.task, self.loop, training.state
+        state.rungs += 1
+        step = loop.budget.step(state.rungs)
+        train_metrics = training.means.pop()
+        _check_finite(train_metrics, state.epoch)
+        scores = task.evaluate(
+            training.parts, training.hp, self.data, self.rung_split, training.context()
+        )
+        _check_finite(scores, state.epoch)
+        value = float(scores[task.metric])
+        recorder.log_metrics(
+            {
+                **train_metrics,
+                **{RUNG_PREFIX + name: v for name, v in scores.items()},
+                "epoch": training.progress,
+            },
+            step=step,
+        )
+        if self.rung_split is self.data.val:  # the rung scored all of validation: a judgement
+            self._judge(training, recorder, scores)
+        trial.report(value, step)
+        self._save_checkpoint(trial.number, training)
+        if trial.should_prune():
+            if not trial.user_attrs.get(keys.DEFAULT_TRIAL):
+                raise optuna.TrialPruned(f"pruned at step {step} ({task.metric}={value:.5g})")
+            # The task's default configuration trains its whole budget: the search's baseline,
+            # so that a search never ends worse than the defaults.
+            self.paused_at(trial.number)
+
+    def _judge(
+        self,
+        training: TrialTraining,
+        recorder: TrialRecorder,
+        scores: dict[str, float] | None = None,
+    ) -> None:
+        """Score the current weights on all of validation (at epoch ends and at the end) and
+        keep them if they are the best so far. A tie goes to the later weights: they trained
+        longer."""
+        task, state = self.task, training.state
+        if scores is None:
+            scores = task.evaluate(
+                training.parts, training.hp, self.data, self.data.val, training.context()
+            )
+            _check_finite(scores, state.epoch)
+        step = training.step_now()
+        recorder.log_metrics(scores, step=step)
+        value = float(scores[task.metric])
+        state.judged_images = state.images
+        if state.best_value is None or not task.better(state.best_value, value):
+            state.best_value, state.best_step = value, step
+            state.best_progress = training.progress
+            state.best_weights = training.parts.module_state()
+
+    def _finish(
+        self, trial: optuna.trial.BaseTrial, training: TrialTraining, recorder: TrialRecorder
+    ) -> float:
+        """The best weights scored on the whole validation split, then the task's final
+        metrics and artifacts."""
+        task, state = self.task, training.state
+        parts, hp = training.parts, training.hp
+        best_step = state.best_step
+        parts.load_module_state(state.best_weights)
+        scores = task.evaluate(parts, hp, self.data, self.data.val, training.context())
+        _check_finite(scores, state.epoch)
+        value = float(scores[task.metric])
         final = task.finalize(parts, hp, self.data)
-        _check_finite(final.metrics, best_epoch)
-        summary = {f"best_{task.metric}": best_value, "best_epoch": best_epoch}
-        recorder.log_metrics({**summary, **final.metrics}, step=best_epoch)
+        _check_finite(final.metrics, state.epoch)
+        summary = {
+            f"best_{task.metric}": value,
+            "best_step": best_step,
+            "best_epoch": state.best_progress,
+        }
+        recorder.log_metrics({**summary, **final.metrics}, step=best_step)
         recorder.log_artifacts(
             {
                 "config.json": json.dumps(_flat_params(hp), indent=2).encode(),
-                "checkpoint/best.pt": _best_checkpoint(task, hp, parts, state),
+                "checkpoint/best.pt": _best_checkpoint(task, hp, parts, state, value, best_step),
                 **final.artifacts,
             }
         )
-        trial.set_user_attr(keys.BEST_EPOCH, best_epoch)
-        trial.set_user_attr(keys.EPOCHS_RUN, epoch)
-        trial.set_user_attr(keys.EARLY_STOPPED, epoch < loop.max_epochs)
-        return best_value
+        if state.stopped:
+            recorder.set_tags({keys.STOPPED_TAG: state.stopped})
+        trial.set_user_attr(keys.BEST_STEP, best_step)
+        trial.set_user_attr(keys.STEPS_RUN, training.step_now())
+        trial.set_user_attr(keys.EARLY_STOPPED, state.stopped == "early-stopped")
+        if state.stopped == "deadline":
+            trial.set_user_attr(keys.STOPPED_AT_DEADLINE, True)
+        return value
 
-    # -- per-epoch checkpoints (crash recovery) ------------------------------------------
+    # -- per-rung checkpoints (crash recovery) --------------------------------------------
 
-    def _save_checkpoint(
-        self, number: int, parts: Parts, generator: torch.Generator, state: dict[str, Any]
-    ) -> None:
+    def _save_checkpoint(self, number: int, training: TrialTraining) -> None:
         if self.checkpoints is not None:
             payload = {
-                "parts": parts.state_dict(),
-                "loop": state,
-                "generator": generator.get_state(),
+                "format": CHECKPOINT_FORMAT,
+                "parts": training.parts.state_dict(),
+                "loop": training.state.as_payload(),
+                "generator": training.generator.get_state(),
                 "torch_rng": torch.get_rng_state(),
             }
             self.checkpoints.save(number, payload)
+            source = self._resumed_from.pop(number, None)
+            if source is not None:  # this trial's own checkpoint now supersedes its source's
+                self.checkpoints.remove(source)
 
     def _remove_checkpoint(self, number: int) -> None:
+        """The trial ended for good: its checkpoint, and its source's, are of no more use."""
         if self.checkpoints is not None:
             self.checkpoints.remove(number)
+            source = self._resumed_from.pop(number, None)
+            if source is not None:
+                self.checkpoints.remove(source)
 
     def _resume(
         self,
         trial: optuna.trial.BaseTrial,
         source: int | None,
-        parts: Parts,
-        generator: torch.Generator,
+        training: TrialTraining,
         recorder: TrialRecorder,
-    ) -> dict[str, Any]:
-        """Training state to start from: fresh, or the last epoch of the trial retried here."""
-        fresh = {
-            "epoch": 0,
-            "best_value": None,
-            "best_epoch": 0,
-            "since_best": 0,
-            "best_weights": None,
-        }
+    ) -> None:
+        """Continue from the last rung of the trial retried here, when it left a checkpoint."""
         if source is None or self.checkpoints is None:
-            return fresh
-        payload = self.checkpoints.load(source, self.loop.device)
+            return
+        # The source's own checkpoint; if it died before saving one, the checkpoint it had
+        # resumed from (its attributes came over with it).
+        payload = None
+        for candidate in (source, trial.user_attrs.get(keys.RESUMED_FROM_TRIAL)):
+            if candidate is not None:
+                payload = self.checkpoints.load(int(candidate), self.loop.device)
+                if payload is not None and payload.get("format") == CHECKPOINT_FORMAT:
+                    source = int(candidate)
+                    break
+                payload = None
         if payload is None:
-            return fresh
-        parts.load_state_dict(payload["parts"])
-        generator.set_state(payload["generator"].to("cpu"))
+            return
+        training.parts.load_state_dict(payload["parts"])
+        training.generator.set_state(payload["generator"].to("cpu"))
         torch.set_rng_state(payload["torch_rng"].to("cpu"))
-        state = payload["loop"]
-        # The dead trial's curve came over with the retry (inherit_intermediate_values).
+        training.state = TrainingState(**payload["loop"])
+        self._resumed_from[trial.number] = source
+        # The source's curve came over with the retry (inherit_intermediate_values).
         trial.set_user_attr(keys.RESUMED_FROM_TRIAL, int(source))
+        trial.set_user_attr(keys.RESUMED_AT_STEP, self.loop.budget.step(training.state.rungs))
         recorder.set_tags(
             {
                 keys.RESUMED_FROM_TRIAL: str(source),
-                keys.RESUMED_AT_EPOCH_TAG: str(state["epoch"]),
+                keys.RESUMED_AT_STEP_TAG: str(self.loop.budget.step(training.state.rungs)),
             }
         )
-        return state
-
-
-def train_for_epochs(
-    task: Task,
-    hp: Any,
-    data: DataBundle,
-    device: torch.device,
-    epochs: int,
-    max_epochs: int,
-    seed: int,
-) -> tuple[Parts, EpochContext]:
-    """Build and train for exactly `epochs` epochs without scoring anything (final
-    evaluation retrains a chosen configuration); `max_epochs` is the epoch budget the trial's
-    schedules were built for, so the learning rate follows the same curve. Raises Diverged."""
-    torch.manual_seed(seed)
-    generator = torch.Generator(device=device).manual_seed(seed)
-    parts = task.build(hp, data, device, max_epochs)
-    ctx = EpochContext(epoch=0, max_epochs=max_epochs, generator=generator)
-    for epoch in range(1, epochs + 1):
-        ctx = EpochContext(epoch=epoch, max_epochs=max_epochs, generator=generator)
-        _check_finite(task.train_epoch(parts, hp, data, ctx), epoch)
-    return parts, ctx
 
 
 def _check_finite(metrics: dict[str, float], epoch: int) -> None:
     for name, value in metrics.items():
         if not math.isfinite(float(value)):
-            raise Diverged(f"non-finite {name} ({value}) at epoch {epoch}")
+            raise Diverged(f"non-finite {name} ({value}) in epoch {epoch}")
 
 
 def _failure_reason(error: BaseException) -> str:
@@ -268,7 +542,9 @@ def _flat_params(hp: Any) -> dict[str, Any]:
     return asdict(hp) if is_dataclass(hp) else dict(hp)
 
 
-def _best_checkpoint(task: Task, hp: Any, parts: Parts, state: dict[str, Any]) -> bytes:
+def _best_checkpoint(
+    task: Task, hp: Any, parts: Parts, state: TrainingState, value: float, step: int
+) -> bytes:
     """Best weights with everything needed to rebuild the model; loads with weights_only=True."""
     model_configs = {
         name: asdict(module.config)
@@ -279,9 +555,10 @@ def _best_checkpoint(task: Task, hp: Any, parts: Parts, state: dict[str, Any]) -
         "task": task.name,
         "hparams": _flat_params(hp),
         "model_configs": model_configs,
-        "state_dict": state["best_weights"],
-        "epoch": state["best_epoch"],
-        "metric": {task.metric: state["best_value"]},
+        "state_dict": state.best_weights,
+        "step": step,
+        "epoch": state.best_progress,
+        "metric": {task.metric: value},
     }
     buffer = io.BytesIO()
     torch.save(payload, buffer)

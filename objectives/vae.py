@@ -20,19 +20,20 @@ import torch.nn.functional as F
 
 from tunelab.models.vae import VAE, VAEArchitecture, VAEConfig
 from tunelab.objectives.base import (
-    EpochContext,
     Finalization,
     Parts,
     ServingModel,
+    StepContext,
     Task,
     latent_example,
 )
+from tunelab.objectives.budget import TrialBudget
 from tunelab.objectives.data import DataBundle, Split
 from tunelab.objectives.images import image_grid_png
 from tunelab.objectives.optim import OptimizerHParams, optimizer_for, optimizer_params
 from tunelab.objectives.space import Param, SearchSpace, fields_of, space_from
 
-EVAL_BATCH = 1000
+EVAL_BATCH = 256
 """Images per inference batch when scoring a split."""
 EVAL_SEED = 0
 """Seed of the validation noise: every epoch and every trial scores with the same draws."""
@@ -83,12 +84,11 @@ def elbo_terms(
     return recon, kl
 
 
-def kl_weight(hp: VAEHParams, epoch: int, step: int, steps_per_epoch: int) -> float:
-    """beta times the warm-up factor after `step` (from 1) of `epoch` (from 1)."""
+def kl_weight(hp: VAEHParams, progress: float) -> float:
+    """beta times the warm-up factor once `progress` epochs of training are done."""
     if hp.kl_warmup_epochs <= 0:
         return hp.beta
-    progress = (epoch - 1 + step / steps_per_epoch) / hp.kl_warmup_epochs
-    return hp.beta * min(1.0, progress)
+    return hp.beta * min(1.0, progress / hp.kl_warmup_epochs)
 
 
 def evaluate_elbo(model: VAE, split: Split, seed: int = EVAL_SEED) -> dict[str, float]:
@@ -186,7 +186,7 @@ class VAETask(Task):
         )
 
     def build(
-        self, hp: VAEHParams, data: DataBundle, device: torch.device, max_epochs: int
+        self, hp: VAEHParams, data: DataBundle, device: torch.device, budget: TrialBudget
     ) -> Parts:
         config = VAEConfig(
             **fields_of(VAEArchitecture, hp),
@@ -197,44 +197,31 @@ class VAETask(Task):
         optimizer = optimizer_for(hp, model.parameters())
         return Parts(modules={"model": model}, optimizers={"optimizer": optimizer})
 
-    def train_epoch(
-        self, parts: Parts, hp: VAEHParams, data: DataBundle, ctx: EpochContext
-    ) -> dict[str, float]:
+    def train_step(
+        self, parts: Parts, hp: VAEHParams, x: torch.Tensor, y: torch.Tensor, ctx: StepContext
+    ) -> dict[str, torch.Tensor]:
         model, optimizer = parts.modules["model"], parts.optimizers["optimizer"]
         model.train()
-        device = data.train.x.device
-        steps_per_epoch = max(1, len(data.train) // hp.batch_size)
-        # Sums stay on the device: one synchronisation per epoch, not per batch.
-        loss_sum = torch.zeros((), device=device)
-        recon_sum = torch.zeros((), device=device)
-        kl_sum = torch.zeros((), device=device)
-        seen, weight = 0, hp.beta
-        batches = data.train.batches(hp.batch_size, ctx.generator, drop_last=True)
-        for step, (x, _) in enumerate(batches, start=1):
-            weight = kl_weight(hp, ctx.epoch, step, steps_per_epoch)
-            noise = torch.randn((len(x), hp.latent_dim), generator=ctx.generator, device=device)
-            recon, kl = elbo_terms(model, x, noise)
-            loss = (recon + weight * kl).mean()
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            loss_sum += loss.detach() * len(x)
-            recon_sum += recon.detach().sum()
-            kl_sum += kl.detach().sum()
-            seen += len(x)
-        recon_mean, kl_mean = recon_sum.item() / seen, kl_sum.item() / seen
+        weight = kl_weight(hp, ctx.progress)
+        noise = torch.randn((len(x), hp.latent_dim), generator=ctx.generator, device=x.device)
+        recon, kl = elbo_terms(model, x, noise)
+        loss = (recon + weight * kl).mean()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        recon, kl = recon.detach().mean(), kl.detach().mean()
         return {
-            "train_loss": loss_sum.item() / seen,
-            "train_elbo": -(recon_mean + kl_mean),
-            "train_recon": recon_mean,
-            "train_kl": kl_mean,
-            "train_kl_weight": weight,
+            "train_loss": loss.detach(),
+            "train_elbo": -(recon + kl),
+            "train_recon": recon,
+            "train_kl": kl,
+            "train_kl_weight": torch.tensor(weight),
         }
 
     def evaluate(
-        self, parts: Parts, hp: VAEHParams, data: DataBundle, ctx: EpochContext
+        self, parts: Parts, hp: VAEHParams, data: DataBundle, split: Split, ctx: StepContext
     ) -> dict[str, float]:
-        scores = evaluate_elbo(parts.modules["model"], data.val)
+        scores = evaluate_elbo(parts.modules["model"], split)
         dims = data.channels * data.image_size[0] * data.image_size[1]
         return {
             "val_elbo": scores["elbo"],

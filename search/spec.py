@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tunelab.objectives.budget import AUTO_RUNG_VAL_IMAGES
 from tunelab.search.strategies import PRUNERS, SAMPLERS
 
 DEFAULT_STORAGE = "sqlite:///studies.db"
@@ -37,6 +38,9 @@ STORAGE_ENV = "TUNELAB_STORAGE"
 TRACKING_ENV = "MLFLOW_TRACKING_URI"
 """MLflow's own environment variable for the tracking URI."""
 DEVICES = ("auto", "cpu", "cuda", "mps")
+PRECISIONS = ("auto", "fp32", "bf16")
+DEFAULT_TRIALS = 20
+"""The trial target of a study given neither --n-trials nor --timeout."""
 
 
 class SpecError(ValueError):
@@ -71,6 +75,11 @@ class Option:
     """Environment variable that gives its default."""
     shown_default: str | None = None
     """The default as `--help` shows it (None = the field's default)."""
+    auto: bool = False
+    """`auto` is accepted for it (on the command line and in the config file) and means None:
+    tunelab chooses."""
+    hidden: bool = False
+    """Left out of `--help` (set by tunelab for its own worker processes)."""
 
 
 def option(default: Any = dataclasses.MISSING, **how: Any) -> Any:
@@ -91,10 +100,16 @@ class StudySpec:
     """Task: cnn, vae or gan."""
     study_name: str = option("", stored=False, shown_default="TASK-DATASET")
     """Optuna study and MLflow experiment name."""
-    n_trials: int = option(20, minimum=1)
+    n_trials: int | None = option(
+        None, minimum=1, shown_default=f"{DEFAULT_TRIALS}; no limit with --timeout"
+    )
     """The study's total target of finished (complete + pruned) trials."""
-    timeout: float | None = option(None, positive=True, stored=False)
-    """Seconds after which no new trial starts."""
+    timeout: float | None = option(None, positive=True, stored=False, joins=True)
+    """Time budget in seconds: no trial starts after it, running ones end at their next rung."""
+    deadline: float | None = option(
+        None, stored=False, joins=True, in_file=False, hidden=True, positive=True
+    )
+    """End of the time budget as a Unix time (what `run --workers` gives its workers)."""
 
     dataset: str = option("mnist5k", panel="Data", identity=True)
     """mnist5k, digits, mnist, fashion-mnist, kmnist, cifar10 or folder:PATH."""
@@ -105,7 +120,7 @@ class StudySpec:
     )
     """Tune on a stratified subset of this many training images."""
 
-    max_epochs: int = option(10, panel="Training", minimum=1, aliases=("epochs",))
+    max_epochs: int = option(10, panel="Training", identity=True, minimum=1, aliases=("epochs",))
     """Epoch budget of each trial."""
     patience: int = option(3, panel="Training", minimum=1)
     """Early-stopping patience: epochs without a better objective."""
@@ -113,15 +128,28 @@ class StudySpec:
     """Seed of the sampler and of every trial's training."""
     device: str = option("auto", panel="Training", stored=False, joins=True, choices=DEVICES)
     """Training device."""
+    precision: str = option("auto", panel="Training", joins=True, choices=PRECISIONS)
+    """Training arithmetic: auto = bfloat16 autocast where the device computes it natively."""
 
     sampler: str = option("tpe", panel="Search", choices=tuple(SAMPLERS))
     """Optuna sampler."""
-    pruner: str = option("hyperband", panel="Search", choices=tuple(PRUNERS))
-    """Optuna pruner."""
+    pruner: str = option("auto", panel="Search", choices=tuple(PRUNERS))
+    """Optuna pruner; auto: Hyperband, or halving (successive halving that pauses trials)
+    under a time budget."""
     params: Mapping[str, Any] = option({}, panel="Search", identity=True, flag="")
     """Search-space narrowing: parameter -> fixed value, {low, high, log} or {choices}."""
     task_options: Mapping[str, Any] = option({}, panel="Search", identity=True, flag="")
     """Task settings that are not searched (e.g. the GAN's feature_space, fid_samples)."""
+    rung_images: int | None = option(
+        None,
+        panel="Search",
+        identity=True,
+        minimum=1,
+        shown_default="epochs cut into parts of at most 8192",
+    )
+    """Training images between two reports to the pruner (a rung)."""
+    rung_val_images: int = option(AUTO_RUNG_VAL_IMAGES, panel="Search", identity=True, minimum=0)
+    """Validation images scored at every rung (0 = all); the best weights are scored on all."""
 
     storage: str = option(
         DEFAULT_STORAGE,
@@ -142,20 +170,38 @@ class StudySpec:
     """Seconds between a running trial's heartbeats in the storage."""
     grace_period: int = option(30, panel="Workers and recovery", minimum=1)
     """Seconds without a heartbeat after which a trial counts as dead and is retried."""
-    workers: int = option(
-        1,
+    workers: int | None = option(
+        None,
         panel="Workers and recovery",
         stored=False,
         minimum=1,
-        shown_default="1; one per GPU with several",
+        auto=True,
+        shown_default="auto: one per GPU, or one per core on a CPU",
     )
     """Worker processes on this machine sharing the study."""
+    threads: int | None = option(
+        None,
+        panel="Workers and recovery",
+        stored=False,
+        joins=True,
+        minimum=1,
+        auto=True,
+        shown_default="auto: the cores shared among the CPU workers",
+    )
+    """CPU threads of each worker's training."""
     quiet: bool = option(False, panel="Output", stored=False, joins=True, in_file=False)
     """Plain log lines instead of the progress display."""
 
     @property
     def name(self) -> str:
         return self.study_name or f"{self.task}-{self.dataset}"
+
+    @property
+    def trial_target(self) -> int | None:
+        """Finished trials to reach: --n-trials; with a time budget and none, no limit."""
+        if self.n_trials is not None:
+            return self.n_trials
+        return None if self.timeout or self.deadline else DEFAULT_TRIALS
 
     @property
     def study_checkpoint_dir(self) -> str:
@@ -358,6 +404,9 @@ def load_config_file(path: str | os.PathLike) -> dict[str, Any]:
     if not isinstance(content, dict):
         raise SpecError(f"config file {file} must be a mapping of options")
     options = _canonical_keys({str(k).replace("-", "_"): v for k, v in content.items()})
+    for f in spec_fields():
+        if option_of(f).auto and options.get(f.name) == "auto":
+            options[f.name] = None
     known = file_fields()
     unknown = sorted(set(options) - set(known))
     if unknown:

@@ -1,6 +1,7 @@
 """Optuna samplers and pruners by name: the one list of what `--sampler` and `--pruner` accept.
 
-Each entry builds a fresh object; Optuna is imported only when one is built.
+Each entry builds a fresh object; Optuna is imported only when one is built. Pruners count in
+the study's steps: training images (rungs), or epochs for studies of tunelab 0.1.
 """
 
 from __future__ import annotations
@@ -11,18 +12,27 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     import optuna
 
+    from tunelab.objectives.budget import TrialBudget
+
 TPE_STARTUP_TRIALS = 5
 """Random trials before TPE models the search space (the enqueued default is the first)."""
 MEDIAN_STARTUP_TRIALS = 3
 """Trials the median pruner lets finish before it prunes any."""
+REDUCTION_FACTOR = 3
+"""Successive halving keeps the best third of the trials at each rung."""
 
 
 def _tpe(seed: int | None) -> optuna.samplers.BaseSampler:
     import optuna
 
-    # multivariate + group: TPE models parameters jointly, conditional ones per group.
+    # multivariate + group: TPE models parameters jointly, conditional ones per group;
+    # constant liar: parallel workers do not all sample next to the same running trial.
     return optuna.samplers.TPESampler(
-        seed=seed, multivariate=True, group=True, n_startup_trials=TPE_STARTUP_TRIALS
+        seed=seed,
+        multivariate=True,
+        group=True,
+        n_startup_trials=TPE_STARTUP_TRIALS,
+        constant_liar=True,
     )
 
 
@@ -60,51 +70,73 @@ SAMPLERS: dict[str, Callable[[int | None], optuna.samplers.BaseSampler]] = {
 """Sampler name -> factory taking the sampler's seed."""
 
 
-def _median(max_epochs: int) -> optuna.pruners.BasePruner:
+def _median(budget: TrialBudget) -> optuna.pruners.BasePruner:
     import optuna
 
-    return optuna.pruners.MedianPruner(n_startup_trials=MEDIAN_STARTUP_TRIALS, n_warmup_steps=1)
-
-
-def _hyperband(max_epochs: int) -> optuna.pruners.BasePruner:
-    import optuna
-
-    return optuna.pruners.HyperbandPruner(
-        min_resource=1, max_resource=max_epochs, reduction_factor=3
+    # no pruning at the first rung: every trial gets one report before it is judged
+    return optuna.pruners.MedianPruner(
+        n_startup_trials=MEDIAN_STARTUP_TRIALS, n_warmup_steps=budget.step(1)
     )
 
 
-def _asha(max_epochs: int) -> optuna.pruners.BasePruner:
+def _hyperband(budget: TrialBudget) -> optuna.pruners.BasePruner:
     import optuna
 
-    return optuna.pruners.SuccessiveHalvingPruner(min_resource=1)
+    return optuna.pruners.HyperbandPruner(
+        min_resource=budget.step(1),
+        max_resource=budget.max_step,
+        reduction_factor=REDUCTION_FACTOR,
+    )
 
 
-def _patient(max_epochs: int) -> optuna.pruners.BasePruner:
+def _asha(budget: TrialBudget) -> optuna.pruners.BasePruner:
     import optuna
 
-    return optuna.pruners.PatientPruner(_median(max_epochs), patience=2)
+    return optuna.pruners.SuccessiveHalvingPruner(
+        min_resource=budget.step(1), reduction_factor=REDUCTION_FACTOR
+    )
 
 
-def _none(max_epochs: int) -> optuna.pruners.BasePruner:
+def _patient(budget: TrialBudget) -> optuna.pruners.BasePruner:
+    import optuna
+
+    return optuna.pruners.PatientPruner(_median(budget), patience=2)
+
+
+def _halving(budget: TrialBudget) -> optuna.pruners.BasePruner:
+    from tunelab.search.halving import PausingHalvingPruner
+
+    return PausingHalvingPruner(budget.step(1), REDUCTION_FACTOR, max_step=budget.max_step)
+
+
+def _none(budget: TrialBudget) -> optuna.pruners.BasePruner:
     import optuna
 
     return optuna.pruners.NopPruner()
 
 
-PRUNERS: dict[str, Callable[[int], optuna.pruners.BasePruner]] = {
+PRUNERS: dict[str, Callable[[TrialBudget], optuna.pruners.BasePruner]] = {
+    "auto": _hyperband,  # "halving" in studies planned for a time budget: see make_pruner
     "hyperband": _hyperband,
+    "halving": _halving,
     "median": _median,
     "asha": _asha,
     "patient": _patient,
     "none": _none,
 }
-"""Pruner name -> factory taking the trial's epoch budget."""
+"""Pruner name -> factory taking the study's trial budget."""
 
 
 def make_sampler(name: str, seed: int | None) -> optuna.samplers.BaseSampler:
     return SAMPLERS[name](seed)
 
 
-def make_pruner(name: str, max_epochs: int) -> optuna.pruners.BasePruner:
-    return PRUNERS[name](max_epochs)
+def make_pruner(name: str, budget: TrialBudget, timed: bool = False) -> optuna.pruners.BasePruner:
+    """The pruner `name` for this budget. `auto` is Hyperband, except in a study planned for a
+    time budget: there successive halving in one bracket that pauses the trials it cannot
+    promote yet (`halving`). With the few trials a time budget affords, Hyperband's brackets
+    each hold too few trials to compare, and in Optuna's asynchronous halving the first trials
+    to reach a rung are promoted unchallenged."""
+    if name == "auto" and timed:
+        name = "halving"
+    return PRUNERS[name](budget)

@@ -76,6 +76,40 @@ def digits():
 
 
 @pytest.fixture
+def loop_for():
+    """loop_for(data, max_epochs=1, **changes): a LoopConfig of `max_epochs` epochs in
+    automatic rungs, for driving a task through the shared loop."""
+    from tunelab.objectives.budget import epoch_budget
+    from tunelab.objectives.runner import LoopConfig
+
+    def make(data, max_epochs: int = 1, **changes):
+        return LoopConfig(budget=epoch_budget(max_epochs, len(data.train)), **changes)
+
+    return make
+
+
+@pytest.fixture
+def step_context():
+    """step_context(data, epoch=1, step=1, progress=1.0, max_epochs=1, seed=0): what a task's
+    train_step / evaluate receive from the loop."""
+    import torch
+
+    from tunelab.objectives.base import StepContext
+    from tunelab.objectives.budget import epoch_budget
+
+    def make(data, epoch=1, step=1, progress=1.0, max_epochs=1, seed=0):
+        return StepContext(
+            epoch=epoch,
+            step=step,
+            progress=progress,
+            budget=epoch_budget(max_epochs, len(data.train)),
+            generator=torch.Generator().manual_seed(seed),
+        )
+
+    return make
+
+
+@pytest.fixture
 def recorder():
     from tunelab.objectives.recorders import MemoryRecorder
 
@@ -171,9 +205,12 @@ def cnn_args(tmp_path: Path):
     def make(storage: str, extra: str = "", config: str = SMALL_CNN, command: str = "run"):
         (tmp_path / "small.yaml").write_text(config)
         tracking = f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}"
+        # one worker unless a test asks for more: one process, reproducible trial order
+        workers = [] if "--workers" in extra else ["--workers", "1"]
         return [
             *(command, "cnn", "--dataset", "digits", "--config", "small.yaml"),
             *("--storage", storage, "--tracking-uri", tracking, "--quiet", *extra.split()),
+            *workers,
         ]
 
     return make

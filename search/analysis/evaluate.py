@@ -1,14 +1,15 @@
 """`tunelab evaluate`: the best configuration retrained from scratch, scored once on the test split.
 
 The test split is touched exactly once per seed. For each seed the best trial's configuration
-is rebuilt and trained on train + validation for the trial's best epoch count, with no scoring
-while it trains (that would peek); then the task's own `evaluate` and `finalize` score the test
-split, which the retraining bundle carries as its validation split. Their val_* (and final_*)
-metrics become test_* metrics. Everything goes into ONE MLflow run in the study's experiment,
-tagged `tunelab.evaluation=true`, and the best seed's model is registered as `<study>-best`.
+is rebuilt and trained on train + validation for as many steps as the trial took to its best
+weights, on the same learning-rate schedule and with no scoring while it trains (that would
+peek); then the task's own `evaluate` and `finalize` score the test split, which the retraining
+bundle carries as its validation split. Their val_* (and final_*) metrics become test_*
+metrics. Everything goes into ONE MLflow run in the study's experiment, tagged
+`tunelab.evaluation=true`, and the best seed's model is registered as `<study>-best`.
 
-Registered modules: the classifier for `cnn`, the generator for `gan`, and for `vae` the
-decoder (latent code -> mean image in [0, 1]), i.e. the VAE's generative half.
+Registered modules: what each task's `serving_model` says: the classifier for `cnn`, the
+generator for `gan`, and for `vae` the decoder (latent code -> mean image in [0, 1]).
 """
 
 from __future__ import annotations
@@ -28,9 +29,9 @@ import optuna
 import torch
 
 from tunelab.objectives import keys
-from tunelab.objectives.base import EpochContext, Parts, ServingModel, Task
+from tunelab.objectives.base import Parts, ServingModel, StepContext, Task
 from tunelab.objectives.data import DataBundle
-from tunelab.objectives.runner import Diverged, train_for_epochs, trial_seed
+from tunelab.objectives.runner import Diverged, LoopConfig, retrain, trial_seed
 from tunelab.search.spec import SpecError
 
 EVAL_SEED_OFFSET = 1_000_000
@@ -108,8 +109,10 @@ class Evaluation:
     """Study name."""
     trial: int
     """Number of the best trial whose configuration was retrained."""
-    epochs: int
-    """Epochs each seed trained (the trial's best epoch)."""
+    steps: int
+    """What each seed trained: the trial's best step, in the study's unit."""
+    unit: str
+    """The study's unit of steps: images or epochs."""
     objective: str
     """The headline test metric (the study's metric on the test split)."""
     summaries: tuple[MetricSummary, ...]
@@ -146,10 +149,10 @@ def as_test_metric(name: str, task_metric: str, from_finalize: bool) -> str | No
     return None
 
 
-def score(task: Task, parts: Parts, hp: Any, data: DataBundle, ctx: EpochContext):
+def score(task: Task, parts: Parts, hp: Any, data: DataBundle, ctx: StepContext):
     """The task's evaluate then finalize on `data.val` (the test split), renamed to test_*."""
     metrics: dict[str, float] = {}
-    for name, value in task.evaluate(parts, hp, data, ctx).items():
+    for name, value in task.evaluate(parts, hp, data, data.val, ctx).items():
         metrics[as_test_metric(name, task.metric, False) or name] = float(value)
     final = task.finalize(parts, hp, data)
     for name, value in final.metrics.items():  # after evaluate: final_X wins over X
@@ -222,6 +225,7 @@ def register_model(run_id: str, name: str, serving: ServingModel, tracking_uri: 
 def evaluate_study(config: EvaluationConfig, say=print) -> Evaluation:
     """Retrain the best trial's configuration per seed, score the test split, log, register."""
     from tunelab.search.adapters.tracking import StudyTracker, open_tracking
+    from tunelab.search.study.budget import resolve_precision, stored_plan
     from tunelab.search.study.prepare import prepare
     from tunelab.search.study.queries import best_trial_info, load_study, stored_spec
 
@@ -237,26 +241,36 @@ def evaluate_study(config: EvaluationConfig, say=print) -> Evaluation:
         quiet=True,
     )
     best = study.best_trial
-    epochs = keys.trial_attr(best, keys.BEST_EPOCH)
-    if not epochs:
-        raise SpecError(f"best trial {best.number} of '{config.study}' records no best_epoch")
+    best_step = keys.trial_attr(best, keys.BEST_STEP)
+    if not best_step:
+        raise SpecError(f"best trial {best.number} of '{config.study}' records no best step")
     open_tracking(spec.tracking_uri)  # fail before hours of training, not after
     prepared = prepare(spec)
     task, device = prepared.task, prepared.device
+    plan = stored_plan(study, spec, len(prepared.data.train))
+    if plan is None:
+        raise SpecError(f"study '{config.study}' records no trial budget")
+    budget = plan.budget
     hp = task.suggest(optuna.trial.FixedTrial(best.params), prepared.space)
     data = prepared.data.for_final_training()
+    # As far as the trial trained to its best weights, on the same schedule (a study counted
+    # in epochs retrains that many epochs of train + validation).
+    loop = LoopConfig(
+        budget=budget,
+        device=str(device),
+        precision=resolve_precision(spec.precision, device),
+    )
     seeds = tuple(trial_seed(spec.seed, EVAL_SEED_OFFSET + i) for i in range(config.seeds))
     say(
-        f"retraining trial {best.number} of '{config.study}' for {epochs} epochs on "
-        f"{len(data.train)} train + val images, {len(seeds)} seeds, device {device}"
+        f"retraining trial {best.number} of '{config.study}' for {best_step:,} {budget.unit} "
+        f"on {len(data.train)} train + val images, {len(seeds)} seeds, device {device}"
     )
     runs = []
     for i, seed in enumerate(seeds, start=1):
         try:
-            parts, ctx = train_for_epochs(
-                task, hp, data, device, int(epochs), spec.max_epochs, seed
-            )
-            metrics, artifacts = score(task, parts, hp, data, ctx)
+            training = retrain(task, hp, data, loop, best_step, seed)
+            parts = training.parts
+            metrics, artifacts = score(task, parts, hp, training.data, training.context())
         except Diverged as exc:  # e.g. the GAN's mode collapse, seen when scoring
             raise SpecError(f"seed {seed}: {exc}") from None
         runs.append(SeedRun(seed, metrics, artifacts, parts))
@@ -291,7 +305,9 @@ def evaluate_study(config: EvaluationConfig, say=print) -> Evaluation:
     run_id = run.info.run_id
     model_name = f"{config.study}-best"
     try:
-        _log_run(client, run_id, hp, spec, best.number, int(epochs), seeds, runs, summaries)
+        _log_run(
+            client, run_id, hp, spec, best.number, best_step, budget.unit, seeds, runs, summaries
+        )
         serving = task.serving_model(best_run.parts, data, best_run.seed)
         version = register_model(run_id, model_name, serving, spec.tracking_uri)
     except BaseException as exc:  # no run left RUNNING, whatever stopped us
@@ -301,7 +317,8 @@ def evaluate_study(config: EvaluationConfig, say=print) -> Evaluation:
     return Evaluation(
         study=config.study,
         trial=best.number,
-        epochs=int(epochs),
+        steps=int(best_step),
+        unit=budget.unit,
         objective=objective,
         summaries=summaries,
         seeds=seeds,
@@ -313,13 +330,14 @@ def evaluate_study(config: EvaluationConfig, say=print) -> Evaluation:
     )
 
 
-def _log_run(client, run_id, hp, spec, trial, epochs, seeds, runs, summaries) -> None:
+def _log_run(client, run_id, hp, spec, trial, steps, unit, seeds, runs, summaries) -> None:
     from mlflow.entities import Metric, Param
 
     params = {
         **(asdict(hp) if is_dataclass(hp) else dict(hp)),
         "eval_seeds": ",".join(map(str, seeds)),
-        "eval_epochs": epochs,
+        "eval_steps": steps,
+        "eval_unit": unit,
         "max_epochs": spec.max_epochs,
         "source_trial": trial,
         "dataset": spec.dataset,
@@ -376,7 +394,7 @@ def summary_table(evaluation: Evaluation):
         "std",
         "per seed",
         title=f"{evaluation.study}: test split, {len(evaluation.seeds)} seeds, "
-        f"{evaluation.epochs} epochs (trial {evaluation.trial})",
+        f"{evaluation.steps:,} {evaluation.unit} (trial {evaluation.trial})",
     )
     ordered = sorted(evaluation.summaries, key=lambda s: (s.name != evaluation.objective, s.name))
     for s in ordered:

@@ -23,8 +23,11 @@ from optuna.trial import FrozenTrial, TrialState
 
 from tunelab.objectives import keys
 from tunelab.search.adapters.tracking import open_tracking
+from tunelab.search.analysis.importance import MIN_TRIALS_AT_RUNG, rung_importance
 from tunelab.search.spec import SpecError, stored_values
+from tunelab.search.study.budget import recorded_budget
 from tunelab.search.study.queries import load_study
+from tunelab.search.study.summary import SearchSummary
 
 REPORT_ARTIFACT_DIR = "report"
 """Folder of the report in the parent run's artifacts."""
@@ -44,7 +47,8 @@ FIGURE_TITLES = {
     "timeline": "Timeline",
 }
 """Title of each figure (followed by ": <study>" in the report), in report order."""
-DEFAULT_EVALUATOR_LABEL = "PED-ANOVA (Optuna's default)"
+DEFAULT_EVALUATOR_LABEL = "PED-ANOVA (Optuna's default), complete trials"
+COMPLETE_FANOVA_LABEL = "fANOVA, complete trials"
 
 
 @dataclass(frozen=True)
@@ -55,7 +59,9 @@ class ReportConfig:
     """A best value within this fraction of its range (log range for log parameters) of
     either end is flagged as sitting at the edge."""
     min_trials_for_importance: int = 4
-    """Complete trials needed before importances are computed (fewer say nothing)."""
+    """Complete trials needed before importances on complete trials are computed."""
+    min_trials_at_rung: int = MIN_TRIALS_AT_RUNG
+    """Trials that must reach a rung before importances at that rung are computed."""
     fanova_seed: int = 0
     """Seed of the fANOVA random forest, so a report is reproducible."""
 
@@ -97,27 +103,29 @@ class EdgeWarning:
 
 @dataclass(frozen=True)
 class PruningSummary:
-    """Epochs the study trained, against a search of the same trials without any stopping."""
+    """What the study trained, against a search of the same trials without any stopping."""
 
     trials: int
     """Finished or failed trials counted."""
-    max_epochs: int
-    """Epoch budget of one trial."""
-    epochs_run: int
-    """Epochs the trials actually trained."""
+    max_step: int
+    """A full trial, in the study's unit."""
+    steps_run: int
+    """What the trials actually trained, in the study's unit."""
+    unit: str = "epochs"
+    """The study's unit of steps: images or epochs."""
     by_state: dict[str, tuple[int, int]] = field(default_factory=dict)
-    """State name -> (trials, epochs run)."""
+    """State name -> (trials, steps run)."""
     early_stopped: int = 0
     """Complete trials that early stopping ended before the budget."""
 
     @property
     def budget(self) -> int:
-        """Epochs of a no-pruning, no-early-stopping search of the same trials."""
-        return self.trials * self.max_epochs
+        """What a no-pruning, no-early-stopping search of the same trials would train."""
+        return self.trials * self.max_step
 
     @property
     def saved(self) -> int:
-        return self.budget - self.epochs_run
+        return self.budget - self.steps_run
 
     @property
     def saved_fraction(self) -> float:
@@ -172,61 +180,75 @@ def edge_warnings(trial: FrozenTrial, fraction: float = 0.05) -> list[EdgeWarnin
     return warnings
 
 
-def epochs_of(trial: FrozenTrial) -> int:
-    """Epochs a trial trained: recorded by the loop when complete, else its last report."""
-    recorded = keys.trial_attr(trial, keys.EPOCHS_RUN)
+def steps_of(trial: FrozenTrial) -> int:
+    """What a trial trained: recorded by the loop when complete, else its last report."""
+    recorded = keys.trial_attr(trial, keys.STEPS_RUN)
     if recorded is not None:
         return int(recorded)
     return max(trial.intermediate_values, default=0)
 
 
-def pruning_summary(study: optuna.Study, max_epochs: int | None) -> PruningSummary:
-    """Epochs run by the study's ended trials vs. `max_epochs` for each of them."""
+def pruning_summary(study: optuna.Study, unit: str, max_step: int | None) -> PruningSummary:
+    """What the study's ended trials trained vs. `max_step` (a full trial) for each."""
     ended = [
         t
         for t in study.get_trials(deepcopy=False)
         if t.state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
     ]
-    epochs = {t.number: epochs_of(t) for t in ended}
-    if max_epochs is None:  # not a tunelab study: the longest trial is the best guess
-        max_epochs = max(epochs.values(), default=0)
+    steps = {t.number: steps_of(t) for t in ended}
+    if max_step is None:  # not a tunelab study: the longest trial is the best guess
+        max_step = max(steps.values(), default=0)
     by_state: dict[str, tuple[int, int]] = {}
     for t in ended:
         count, total = by_state.get(t.state.name, (0, 0))
-        by_state[t.state.name] = (count + 1, total + epochs[t.number])
-    early = sum(
-        1 for t in ended if t.state == TrialState.COMPLETE and epochs[t.number] < max_epochs
-    )
+        by_state[t.state.name] = (count + 1, total + steps[t.number])
+    early = sum(1 for t in ended if t.state == TrialState.COMPLETE and steps[t.number] < max_step)
     return PruningSummary(
         trials=len(ended),
-        max_epochs=max_epochs,
-        epochs_run=sum(epochs.values()),
+        max_step=max_step,
+        steps_run=sum(steps.values()),
+        unit=unit,
         by_state=by_state,
         early_stopped=early,
     )
 
 
 def param_importances(
-    study: optuna.Study, config: ReportConfig
+    study: optuna.Study, config: ReportConfig, unit: str = "epochs"
 ) -> tuple[dict[str, dict[str, float]], str | None]:
-    """Importances by evaluator label, or a note saying why there are none."""
+    """Importances by evaluator label: Optuna's on the complete trials, and fANOVA at the
+    deepest rung enough trials reached (pruned ones included); notes where one is missing."""
+    results, notes = _complete_importances(study, config)
+    rung, why_not = rung_importance(study, config.min_trials_at_rung)
+    if rung is not None:
+        results[rung.label(unit)] = rung.importances
+    elif why_not:
+        notes.append(why_not)
+    return results, " ".join(notes) or None
+
+
+def _complete_importances(
+    study: optuna.Study, config: ReportConfig
+) -> tuple[dict[str, dict[str, float]], list[str]]:
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     if len(complete) < config.min_trials_for_importance:
-        return {}, (
-            f"Importances need at least {config.min_trials_for_importance} complete trials; "
+        return {}, [
+            f"Importances on complete trials need at least {config.min_trials_for_importance}; "
             f"this study has {len(complete)}."
-        )
+        ]
     varied = {
         n
         for n in {p for t in complete for p in t.params}
         if len({repr(t.params.get(n)) for t in complete}) > 1
     }
     if not varied:
-        return {}, "No parameter varies across the complete trials: nothing to attribute."
+        return {}, ["No parameter varies across the complete trials: nothing to attribute."]
     # Named explicitly: PED-ANOVA is the default from Optuna 5 on (fANOVA before).
     evaluators: dict[str, Callable[[], optuna.importance.BaseImportanceEvaluator]] = {
         DEFAULT_EVALUATOR_LABEL: optuna.importance.PedAnovaImportanceEvaluator,
-        "fANOVA": lambda: optuna.importance.FanovaImportanceEvaluator(seed=config.fanova_seed),
+        COMPLETE_FANOVA_LABEL: lambda: optuna.importance.FanovaImportanceEvaluator(
+            seed=config.fanova_seed
+        ),
     }
     results, failures = {}, []
     for label, make in evaluators.items():
@@ -234,8 +256,7 @@ def param_importances(
             results[label] = optuna.importance.get_param_importances(study, evaluator=make())
         except (ValueError, RuntimeError) as exc:  # e.g. no parameter common to all trials
             failures.append(f"{label}: {exc}")
-    note = "; ".join(failures) if failures else None
-    return results, note
+    return results, failures
 
 
 # -- figures ---------------------------------------------------------------------------------
@@ -274,7 +295,7 @@ def importance_figure(importances: dict[str, dict[str, float]], study_name: str)
     return _titled(figure, "importances", study_name)
 
 
-def intermediate_values_figure(study: optuna.Study, metric: str):
+def intermediate_values_figure(study: optuna.Study, metric: str, unit: str = "epochs"):
     """One line per trial through its reported values, coloured by the trial's state."""
     import plotly.graph_objects as go
 
@@ -294,15 +315,32 @@ def intermediate_values_figure(study: optuna.Study, metric: str):
                 showlegend=trial.state not in shown,  # one legend entry per state
                 line={"color": STATE_COLOURS.get(trial.state, "#000000")},
                 hovertemplate=f"trial {trial.number} ({trial.state.name})<br>"
-                "epoch %{x}<br>%{y:.5g}<extra></extra>",
+                f"{_axis(unit)} %{{x}}<br>%{{y:.5g}}<extra></extra>",
             )
         )
         shown.add(trial.state)
-    figure.update_layout(xaxis_title="epoch", yaxis_title=metric, legend_title_text="state")
+    figure.update_layout(
+        xaxis_title=_axis(unit), yaxis_title=f"{metric} at each rung", legend_title_text="state"
+    )
     return _titled(figure, "intermediate", study.study_name)
 
 
-def build_sections(study: optuna.Study, metric: str, config: ReportConfig) -> list[Section]:
+def budget_text(unit: str, max_step: int | None) -> str:
+    """A full trial, in words."""
+    if max_step is None:
+        return "unknown"
+    if unit == "images":
+        return f"{max_step:,} training images per trial; steps count training images"
+    return f"{max_step} epochs per trial; steps count epochs"
+
+
+def _axis(unit: str) -> str:
+    return "training images" if unit == "images" else "epoch"
+
+
+def build_sections(
+    study: optuna.Study, metric: str, config: ReportConfig, unit: str = "epochs"
+) -> list[Section]:
     """Every figure of the report, or a note where the study cannot support one yet."""
     from optuna import visualization as vis
 
@@ -322,7 +360,7 @@ def build_sections(study: optuna.Study, metric: str, config: ReportConfig) -> li
             sections.append(Section(key, title, note=f"Not available: {exc}"))
 
     add("history", lambda: vis.plot_optimization_history(study, target_name=metric))
-    importances, note = param_importances(study, config)
+    importances, note = param_importances(study, config, unit)
     figure = importance_figure(importances, name) if importances else None
     sections.append(Section("importances", FIGURE_TITLES["importances"], figure, note))
     add("parallel", lambda: vis.plot_parallel_coordinate(study, target_name=metric))
@@ -332,7 +370,7 @@ def build_sections(study: optuna.Study, metric: str, config: ReportConfig) -> li
             Section(
                 "intermediate",
                 FIGURE_TITLES["intermediate"],
-                intermediate_values_figure(study, metric),
+                intermediate_values_figure(study, metric, unit),
             )
         )
     else:
@@ -373,18 +411,25 @@ def _format(value: object) -> str:
 
 
 def summary_html(
-    study: optuna.Study, metric: str, spec: dict, warnings: Sequence[EdgeWarning]
+    study: optuna.Study,
+    metric: str,
+    spec: dict,
+    warnings: Sequence[EdgeWarning],
+    budget_text: str = "unknown",
 ) -> str:
     """The report's opening: counts, best value and parameters, edge-of-range warnings."""
     trials = study.get_trials(deepcopy=False)
     counts = {s.name: sum(t.state == s for t in trials) for s in TrialState}
     direction = study.direction.name.lower()
+    found = SearchSummary.of(study)
     lines = [
         f"<p>Task <b>{html.escape(str(spec.get('task', '?')))}</b> on "
         f"<b>{html.escape(str(spec.get('dataset', '?')))}</b>; {direction} "
         f"<b>{html.escape(metric)}</b>; sampler {html.escape(str(spec.get('sampler', '?')))}, "
         f"pruner {html.escape(str(spec.get('pruner', '?')))}.</p>",
+        f"<p>Trial budget: {html.escape(budget_text)}.</p>",
         "<p>Trials: " + ", ".join(f"{n} {s.lower()}" for s, n in counts.items() if n) + ".</p>",
+        f"<p>{html.escape(found.counts())}.</p>",
     ]
     try:
         best = study.best_trial
@@ -393,9 +438,12 @@ def summary_html(
         return "\n".join(lines)
     lines.append(
         f"<p>Best {html.escape(metric)} = <b>{best.value:.6g}</b> (trial {best.number}, "
-        f"epoch {keys.trial_attr(best, keys.BEST_EPOCH, '?')}, MLflow run "
+        f"step {keys.trial_attr(best, keys.BEST_STEP, '?')}, MLflow run "
         f"{html.escape(str(keys.trial_attr(best, keys.MLFLOW_RUN_ID, '-')))}).</p>"
     )
+    against = found.against_default(metric)
+    if against:
+        lines.append(f"<p>The best against the default: {html.escape(against)}.</p>")
     lines.append(
         _table(["parameter", "best value"], [(k, _format(v)) for k, v in best.params.items()])
     )
@@ -418,13 +466,14 @@ def summary_html(
 
 
 def pruning_html(summary: PruningSummary) -> str:
-    rows = [(state.lower(), n, epochs) for state, (n, epochs) in summary.by_state.items()]
-    rows.append(("all", summary.trials, summary.epochs_run))
+    unit = "training images" if summary.unit == "images" else "epochs"
+    rows = [(state.lower(), n, f"{steps:,}") for state, (n, steps) in summary.by_state.items()]
+    rows.append(("all", summary.trials, f"{summary.steps_run:,}"))
     return (
-        _table(["trials", "count", "epochs run"], rows)
-        + f"<p>Without pruning or early stopping these {summary.trials} trials would have run "
-        f"{summary.trials} &times; {summary.max_epochs} = <b>{summary.budget}</b> epochs; they "
-        f"ran <b>{summary.epochs_run}</b>, saving <b>{summary.saved}</b> epochs "
+        _table(["trials", "count", f"{unit} trained"], rows)
+        + f"<p>Without pruning or early stopping these {summary.trials} trials would have "
+        f"trained {summary.trials} &times; {summary.max_step:,} = <b>{summary.budget:,}</b> "
+        f"{unit}; they trained <b>{summary.steps_run:,}</b>, saving <b>{summary.saved:,}</b> "
         f"(<b>{summary.saved_fraction:.0%}</b>). {summary.early_stopped} complete trial(s) "
         "stopped early.</p>"
     )
@@ -470,8 +519,9 @@ def write_report(
         warnings = edge_warnings(study.best_trial, config.edge_fraction)
     except ValueError:  # no complete trial
         warnings = []
-    sections = build_sections(study, metric, config)
-    pruning = pruning_summary(study, spec.get("max_epochs"))
+    unit, max_step = recorded_budget(study)
+    sections = build_sections(study, metric, config, unit)
+    pruning = pruning_summary(study, unit, max_step)
     out = Path(out_dir)
     figures_dir = out / "figures"
     figures_dir.mkdir(parents=True, exist_ok=True)
@@ -484,7 +534,7 @@ def write_report(
             figures.append(path)
     page = render_html(
         study.study_name,
-        summary_html(study, metric, spec, warnings),
+        summary_html(study, metric, spec, warnings, budget_text(unit, max_step)),
         sections,
         pruning_html(pruning),
     )

@@ -53,13 +53,20 @@ def _parameter(cls: type, f: dataclasses.Field, help_text: str, joining: bool) -
         )
     # Choices are shown here and checked by StudySpec.validate, with the same one-line
     # message as a wrong value in the config file.
+    metavar = "|".join(how.choices) if how.choices else None
+    extra: dict[str, Any] = {}
+    if how.auto:  # "auto" means None (tunelab chooses), anything else must parse as `kind`
+        extra["parser"] = lambda text: None if text == "auto" else kind(text)
+        metavar = f"{kind.__name__.upper()}|auto"
     info = typer.Option(
         None,
         *declarations,
         help=help_text,
         show_default=_shown_default(f, how, joining),
         rich_help_panel=how.panel,
-        metavar="|".join(how.choices) if how.choices else None,
+        metavar=metavar,
+        hidden=how.hidden,
+        **extra,
     )
     return inspect.Parameter(
         f.name,

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
 import socket
 import sys
+import time
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -27,8 +29,10 @@ CONFIG = keyword(
 
 @with_parameters([TASK, CONFIG])
 def run(task: str, config: str | None, **options: Any) -> None:
-    """Create or resume a study and run it to its target number of finished trials."""
-    spec = _spec(task, config, options)
+    """Create or resume a study and run it to its target number of finished trials, or for
+    its time budget."""
+    started = time.time()
+    spec = _spec(task, config, options, started)
     interruptible(lambda: _run_and_report(spec))
 
 
@@ -37,24 +41,27 @@ def create(task: str, config: str | None, **options: Any) -> None:
     """Create a study without running trials, for `tunelab worker` (same options as run)."""
     from tunelab.search.study.prepare import prepare
     from tunelab.search.study.run import attach_parent_run, open_study
+    from tunelab.search.study.workers import plan_workers
 
-    spec = _spec(task, config, options)
+    spec = _spec(task, config, options, time.time())
     prepared = prepare(spec)
-    study = open_study(prepared)
+    workers = plan_workers(spec, prepared.device, prepared.data)
+    study, plan = open_study(prepared, workers=workers.workers, threads=workers.threads)
     attach_parent_run(prepared, study)  # before workers start, so they all share it
     storage = shown_url(spec.storage)
-    print(f"study '{study.study_name}' ready in {storage}: target {spec.n_trials} trials")
+    target = spec.trial_target or "no"
+    print(f"study '{study.study_name}' ready in {storage}: target {target} trials")
+    print(f"trial budget: {plan.budget.describe()}")
     print(f"join it with: tunelab worker {study.study_name} --storage {storage}")
 
 
-def _spec(task: str, config: str | None, options: dict[str, Any]) -> StudySpec:
+def _spec(task: str, config: str | None, options: dict[str, Any], started: float) -> StudySpec:
+    """The spec of `run` / `create`; a time budget counts from the command's start."""
     options["quiet"] = options.get("quiet") or None
-    if options.get("workers") is None:
-        from tunelab.search.study.workers import default_workers
-
-        workers = default_workers()
-        options["workers"] = workers if workers > 1 else None
-    return build_spec(task, config, options)
+    spec = build_spec(task, config, options)
+    if spec.timeout and spec.deadline is None:
+        spec = dataclasses.replace(spec, deadline=started + spec.timeout)
+    return spec
 
 
 STUDY = argument("study", str, "Name of an existing study.")
@@ -70,61 +77,76 @@ def worker(study: str, worker_index: int | None, **options: Any) -> None:
     """Join an existing study (from another shell, container or machine) until its target."""
     from tunelab.search.study.queries import join_spec
 
-    spec = join_spec(
-        study,
-        storage_url(options["storage"]),
-        options["tracking_uri"],
-        options["device"],
-        options["quiet"],
-    )
-    # Containers all have PID 1-ish: mix in the host name so scaled workers differ.
+    started = time.time()
+    spec = join_spec(study, storage_url(options.pop("storage")), options)
+    if spec.timeout and spec.deadline is None:
+        spec = dataclasses.replace(spec, deadline=started + spec.timeout)
+    # Containers all have PID 1-ish: mix in the host name so scaled workers differ. A worker
+    # of `run --workers` (given its index) leaves the summary to that command.
     index = worker_index if worker_index is not None else _worker_seed_index()
-    interruptible(lambda: _run_and_report(spec, worker_index=index))
+    report = worker_index is None
+    interruptible(lambda: _run_and_report(spec, worker_index=index, joining=True, report=report))
 
 
-def _run_and_report(spec: StudySpec, worker_index: int = 0) -> None:
+def _run_and_report(
+    spec: StudySpec, worker_index: int = 0, joining: bool = False, report: bool = True
+) -> None:
+    import optuna
+
     from tunelab.search.study.prepare import prepare
     from tunelab.search.study.progress import StudyProgress
-    from tunelab.search.study.run import attach_parent_run, open_study, run_study
+    from tunelab.search.study.run import attach_parent_run, count_finished, open_study, run_study
+    from tunelab.search.study.workers import WorkerPlan, launch_workers, plan_workers
 
     prepared = prepare(spec)
-    if spec.workers > 1:
-        from tunelab.search.study.workers import launch_workers
-
-        study = open_study(prepared)
+    machine = plan_workers(spec, prepared.device, prepared.data)
+    if joining:  # a joining worker is one process, whatever the machine
+        machine = WorkerPlan(1, spec.threads)
+    study, plan = open_study(prepared, workers=machine.workers, threads=machine.threads)
+    say(f"{prepared.data.summary()}", spec.quiet or not report)
+    say(
+        f"trial budget: {plan.budget.describe()}; {machine.describe(prepared.device)}",
+        spec.quiet or not report,
+    )
+    if machine.workers > 1:
         attach_parent_run(prepared, study)  # one parent run before the workers start
         if spec.storage.startswith("sqlite"):
             say(
                 "note: several workers share SQLite through file locks; use PostgreSQL "
                 "for shared or multi-machine work"
             )
-        code = launch_workers(spec, spec.workers, study)
-        _summary(spec, study, None)
+        code = launch_workers(spec, machine, study, plan.budget)
+        _summary(spec, study, prepared.task.metric)
         if code:
             raise typer.Exit(code)
         return
     if not spec.quiet:  # the progress display replaces Optuna's per-trial log lines
-        import optuna
-
         optuna.logging.set_verbosity(optuna.logging.WARNING)
-    say(f"{prepared.data.summary()}; device {prepared.device}", spec.quiet)
     if spec.quiet:
-        outcome = run_study(prepared, worker_index=worker_index)
+        outcome = run_study(prepared, worker_index=worker_index, threads=machine.threads)
     else:
+        done = count_finished(study)
         display = StudyProgress(
-            spec.name, spec.n_trials, 0, spec.max_epochs, prepared.task.direction
+            spec.name, spec.trial_target, done, plan.budget, prepared.task.direction
         )
         with display:
-            outcome = run_study(prepared, worker_index=worker_index, progress=display)
-    _summary(spec, outcome.study, outcome.finished)
+            outcome = run_study(
+                prepared, worker_index=worker_index, progress=display, threads=machine.threads
+            )
+    if report:
+        _summary(spec, outcome.study, prepared.task.metric)
 
 
-def _summary(spec: StudySpec, study, finished: int | None) -> None:
+def _summary(spec: StudySpec, study, metric: str) -> None:
     from tunelab.search.study.queries import best_trial_info
     from tunelab.search.study.run import count_finished
+    from tunelab.search.study.summary import SearchSummary
 
-    finished = count_finished(study) if finished is None else finished
-    print(f"study '{study.study_name}': {finished}/{spec.n_trials} finished trials")
+    summary = SearchSummary.of(study)
+    target = spec.trial_target
+    if target is not None:
+        print(f"study '{study.study_name}': {count_finished(study)}/{target} finished trials")
+    print(f"study '{study.study_name}': {summary.counts()}")
     try:
         info = best_trial_info(study)
     except SpecError:
@@ -132,8 +154,12 @@ def _summary(spec: StudySpec, study, finished: int | None) -> None:
         return
     print(
         f"best trial {info['trial']}: {info['metric']} = {info['value']:.6g} "
-        f"(epoch {info['best_epoch']}, MLflow run {info['mlflow_run_id']})"
+        f"(step {info['best_step']}, MLflow run {info['mlflow_run_id']})"
     )
+    against = summary.against_default(metric)
+    if against:
+        print(f"  {against}")
+    _note_for_dashboard(study, summary, metric)
     for name, value in info["params"].items():
         print(f"  {name} = {value}")
     me = sys.argv[0] if Path(sys.argv[0]).name == "tunelab" else "tunelab"
@@ -142,6 +168,23 @@ def _summary(spec: StudySpec, study, finished: int | None) -> None:
     print(f"  {me} ui --tracking-uri {tracking}          # MLflow UI, http://127.0.0.1:5000")
     print(f"  {me} dashboard --storage {storage}   # optuna-dashboard, http://127.0.0.1:8080")
     print(f"  {me} report {study.study_name} --storage {storage}   # HTML report")
+
+
+def _note_for_dashboard(study, summary, metric: str) -> None:
+    """What the search found, and the importances that count pruned trials, as the study's
+    note in optuna-dashboard."""
+    import optuna_dashboard
+
+    from tunelab.search.analysis.importance import dashboard_note, rung_importance
+    from tunelab.search.study.budget import recorded_budget
+
+    unit, _ = recorded_budget(study)
+    rung, why_not = rung_importance(study)
+    lines = [summary.counts()]
+    against = summary.against_default(metric)
+    if against:
+        lines.append(against)
+    optuna_dashboard.save_note(study, dashboard_note(lines, rung, why_not, unit))
 
 
 def studies(storage: StorageOpt = None) -> None:
@@ -200,7 +243,7 @@ def best(
         print(json.dumps(info, indent=2))
         return
     print(f"{info['study']}: best trial {info['trial']}, {info['metric']} = {info['value']:.6g}")
-    print(f"  MLflow run {info['mlflow_run_id']}, best epoch {info['best_epoch']}")
+    print(f"  MLflow run {info['mlflow_run_id']}, best step {info['best_step']}")
     for name, value in info["params"].items():
         print(f"  {name} = {value}")
 

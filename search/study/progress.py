@@ -1,4 +1,4 @@
-"""A rich progress display of a study: trial, epoch, current and best value."""
+"""A rich progress display of a study: finished trials, the running trial's rung, the best."""
 
 from __future__ import annotations
 
@@ -8,24 +8,26 @@ from typing import Any
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from tunelab.objectives.budget import TrialBudget
 from tunelab.objectives.recorders import RunStatus, TrialRecorder
+from tunelab.objectives.runner import RUNG_PREFIX
 
 
 class StudyProgress:
-    """One bar for the study's finished trials, one line for the running trial's epochs."""
+    """One bar for the study's finished trials, one line for the running trial's rungs."""
 
     def __init__(
         self,
         study_name: str,
-        target: int,
+        target: int | None,
         done: int,
-        max_epochs: int,
+        budget: TrialBudget,
         direction: str,
         console: Console | None = None,
     ) -> None:
         self.direction = direction
         self.best: float | None = None
-        self.max_epochs = max_epochs
+        self.budget = budget
         self.progress = Progress(
             TextColumn("[bold]{task.description}"),
             BarColumn(),
@@ -50,21 +52,29 @@ class StudyProgress:
         best = "" if self.best is None else f"  best {self.best:.5g}"
         self.progress.update(self.trials, status=text + best, advance=1 if finished else 0)
 
+    def show_finished(self, finished: int) -> None:
+        self.progress.update(self.trials, completed=finished)
+
     def offer_best(self, value: float) -> None:
         if self.best is None or (
             value > self.best if self.direction == "maximize" else value < self.best
         ):
             self.best = value
 
+    def where(self, step: int) -> str:
+        """A trial's position: its step against the budget's last, in the budget's unit."""
+        if self.budget.unit == "epochs":
+            return f"epoch {step}/{self.budget.max_step}"
+        return f"{step:,}/{self.budget.max_step:,} images"
+
 
 class _ProgressRecorder:
-    """Passes everything on to the real recorder and shows the epoch's objective."""
+    """Passes everything on to the real recorder and shows each rung's objective."""
 
     def __init__(
         self, display: StudyProgress, inner: TrialRecorder, number: int, metric: str
     ) -> None:
         self.display, self.inner, self.number, self.metric = display, inner, number, metric
-        self.best: float | None = None
         display.update(f"trial {number}: starting")
 
     def log_params(self, params: Mapping[str, Any]) -> None:
@@ -74,11 +84,11 @@ class _ProgressRecorder:
         self.inner.log_metrics(metrics, step)
         if f"best_{self.metric}" in metrics:
             self.display.offer_best(metrics[f"best_{self.metric}"])
-        if step is not None and self.metric in metrics:
-            value = metrics[self.metric]
+        rung_metric = RUNG_PREFIX + self.metric
+        if step is not None and rung_metric in metrics:
             self.display.update(
-                f"trial {self.number} epoch {step}/{self.display.max_epochs}: "
-                f"{self.metric} {value:.5g}"
+                f"trial {self.number} {self.display.where(step)}: "
+                f"{self.metric} {metrics[rung_metric]:.5g}"
             )
 
     def log_artifacts(self, files: Mapping[str, bytes]) -> None:

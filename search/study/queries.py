@@ -52,20 +52,13 @@ def with_retries(check: Callable[[], None], attempts: int | None = None, delay: 
             time.sleep(delay)
 
 
-def join_spec(
-    name: str, storage_url: str, tracking_uri: str | None, device: str | None, quiet: bool
-) -> StudySpec:
-    """The spec of an existing study, as a worker joining it from anywhere runs it."""
+def join_spec(name: str, storage_url: str, options: dict[str, Any]) -> StudySpec:
+    """The spec of an existing study, as a worker joining it from anywhere runs it: the
+    study's own options, with the few a worker sets itself (`options`, None = the study's)."""
     with_retries(lambda: check_database(storage_url))
     study = load_study(name, storage_url)
-    spec = stored_spec(
-        study,
-        storage=storage_url,
-        tracking_uri=tracking_uri,
-        device=device,
-        quiet=quiet or None,
-        workers=1,
-    )
+    options = {**options, "quiet": options.get("quiet") or None}
+    spec = stored_spec(study, storage=storage_url, workers=1, **options)
     with_retries(lambda: check_tracking_uri(spec.tracking_uri))
     return spec.validate()
 
@@ -115,6 +108,6 @@ def best_trial_info(study: optuna.Study) -> dict:
         "trial": best.number,
         "value": best.value,
         "params": best.params,
-        "best_epoch": keys.trial_attr(best, keys.BEST_EPOCH),
+        "best_step": keys.trial_attr(best, keys.BEST_STEP),
         "mlflow_run_id": keys.trial_attr(best, keys.MLFLOW_RUN_ID),
     }

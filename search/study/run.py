@@ -7,24 +7,34 @@ process that works on it.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import optuna
+import torch
 from optuna.trial import TrialState
 
 from tunelab.objectives import keys
-from tunelab.objectives.checkpoints import LocalCheckpoints
+from tunelab.objectives.checkpoints import CheckpointStore, LocalCheckpoints
 from tunelab.objectives.runner import LoopConfig, Objective
 from tunelab.search.adapters.storage import open_storage
 from tunelab.search.adapters.tracking import StudyTracker
+from tunelab.search.halving import PausingHalvingPruner
 from tunelab.search.spec import SpecError
 from tunelab.search.strategies import make_pruner, make_sampler
+from tunelab.search.study.budget import BudgetPlan, plan_budget, resolve_precision, stored_plan
 from tunelab.search.study.prepare import Prepared
 from tunelab.search.study.progress import StudyProgress
+from tunelab.search.study.promotion import resume_promotable
 from tunelab.search.study.recovery import DeadTrialHandler, requeue_interrupted, retry_callback
 
 FINISHED_STATES = (TrialState.COMPLETE, TrialState.PRUNED)
+FINISH_MARGIN_S = 5.0
+"""Seconds kept free at the end of a time budget besides the trials' finish: the workers'
+exit, the summary and the study's note."""
+FINISH_CONTENTION = 2.0
+"""A trial's finish, measured alone, takes up to this many times longer beside other workers."""
 WORKER_SEED_STRIDE = 7919
 """Worker i samples with seed + WORKER_SEED_STRIDE * i: a prime, so workers' sampler streams
 differ while one seed still reproduces the whole study."""
@@ -64,36 +74,49 @@ def open_study(
     prepared: Prepared,
     worker_index: int = 0,
     on_stale: Callable[[optuna.Study, optuna.trial.FrozenTrial], None] | None = None,
-) -> optuna.Study:
-    """Create the study, or load it and check it is the same search."""
+    workers: int = 1,
+    threads: int | None = None,
+) -> tuple[optuna.Study, BudgetPlan]:
+    """Create the study (planning its trial budget for `workers` workers of `threads`
+    threads), or load it and check it is the same search; returns it with its budget."""
     spec, task = prepared.spec, prepared.task
     storage = open_storage(
         spec.storage, spec.heartbeat_interval, spec.grace_period, on_stale or retry_callback()
     )
+    train_size = len(prepared.data.train)
     try:
         existing = optuna.load_study(study_name=spec.name, storage=storage)
     except KeyError:
         existing = None
+    plan = None
     if existing is not None:
         _check_same_search(existing, prepared)
+        plan = stored_plan(existing, spec, train_size)
+    if plan is None:  # a new study: measured before anything is written
+        plan = plan_budget(prepared, workers, threads, train_size)
     study = optuna.create_study(
         study_name=spec.name,
         storage=storage,
         sampler=make_sampler(spec.sampler, (spec.seed + WORKER_SEED_STRIDE * worker_index) % 2**32),
-        pruner=make_pruner(spec.pruner, spec.max_epochs),
+        pruner=make_pruner(spec.pruner, plan.budget, timed=plan.planned_for_s is not None),
         direction=task.direction,
         load_if_exists=True,
     )
     if keys.SPEC not in study.user_attrs:
+        study.set_user_attr(keys.BUDGET, plan.to_json())
         study.set_user_attr(keys.SPEC, spec.to_json())
         study.set_user_attr(keys.TASK, task.name)
         study.set_user_attr(keys.DATASET, spec.dataset)
         study.set_user_attr(keys.METRIC, task.metric)
         # A search never starts worse than the task's defaults.
-        study.enqueue_trial(prepared.space.default_trial_params(), skip_if_exists=True)
+        study.enqueue_trial(
+            prepared.space.default_trial_params(),
+            user_attrs={keys.DEFAULT_TRIAL: True},
+            skip_if_exists=True,
+        )
     else:
         study.set_user_attr(keys.SPEC, spec.to_json())  # the latest target and options
-    return study
+    return study, plan
 
 
 def attach_parent_run(prepared: Prepared, study: optuna.Study) -> StudyTracker:
@@ -111,34 +134,58 @@ class StudyOutcome:
     """The study, as it stands."""
     finished: int
     """Its finished (complete + pruned) trials."""
-    target: int
-    """Its target of finished trials."""
+    target: int | None
+    """Its target of finished trials (None: as many as its time budget allows)."""
 
 
-class StopAtTarget:
-    """Stop this worker once finished trials plus those other workers are running reach the
-    target, so K workers never start trials beyond it. Dead workers' trials are failed first,
-    so they do not count as running."""
+class BetweenTrials:
+    """What a worker does after each trial: fail dead workers' trials (so they do not count as
+    running), promote paused trials that now rank high enough, and stop starting trials once
+    finished trials plus those other workers are running reach the target (so K workers never
+    start trials beyond it) or too little of the time budget is left for a first rung."""
 
-    def __init__(self, target: int) -> None:
-        self.counter = optuna.study.MaxTrialsCallback(
-            target, states=(*FINISHED_STATES, TrialState.RUNNING)
+    def __init__(
+        self,
+        target: int | None,
+        deadline: float | None,
+        rung_seconds: float | None,
+        checkpoints: CheckpointStore | None = None,
+    ) -> None:
+        self.counter = (
+            None
+            if target is None
+            else optuna.study.MaxTrialsCallback(
+                target, states=(*FINISHED_STATES, TrialState.RUNNING)
+            )
         )
+        self.deadline = deadline
+        self.rung_seconds = rung_seconds or 0.0
+        self.checkpoints = checkpoints
 
     def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         optuna.storages.fail_stale_trials(study)
-        self.counter(study, trial)
+        if isinstance(study.pruner, PausingHalvingPruner):
+            resume_promotable(study, study.pruner, self.checkpoints)
+        if self.counter is not None:
+            self.counter(study, trial)
+        if self.deadline is not None and time.time() + self.rung_seconds >= self.deadline:
+            study.stop()
 
 
 def run_study(
     prepared: Prepared,
     worker_index: int = 0,
     progress: StudyProgress | None = None,
+    threads: int | None = None,
 ) -> StudyOutcome:
-    """Optimize until the study's total target of finished trials is reached."""
+    """Optimize until the study's total target of finished trials is reached, or its time
+    budget is spent."""
     spec, task = prepared.spec, prepared.task
+    deadline = spec.deadline or (time.time() + spec.timeout if spec.timeout else None)
+    if threads:
+        torch.set_num_threads(threads)
     dead_trials = DeadTrialHandler()
-    study = open_study(prepared, worker_index, on_stale=dead_trials)
+    study, plan = open_study(prepared, worker_index, on_stale=dead_trials, threads=threads)
     tracker = attach_parent_run(prepared, study)
     dead_trials.tracker = tracker
     requeue_interrupted(study)
@@ -154,25 +201,45 @@ def run_study(
             return progress.wrap(run, trial.number, task.metric)
         return run
 
+    budget = plan.budget
+    checkpoints = LocalCheckpoints(spec.study_checkpoint_dir)
+    pruner = study.pruner
+    pausing = isinstance(pruner, PausingHalvingPruner)
+    whole_val = budget.unit == "epochs" or not spec.rung_val_images
+    # trials stop early enough to be scored and finalized before the deadline
+    reserve = plan.finish_s * FINISH_CONTENTION + FINISH_MARGIN_S
+    trials_end = None if deadline is None else deadline - reserve
+    if pausing:  # trials paused by an earlier run that rank high enough by now
+        pruner.deadline = trials_end
+        resume_promotable(study, pruner, checkpoints)
     objective = Objective(
         task,
         prepared.data,
         prepared.space,
         LoopConfig(
-            max_epochs=spec.max_epochs,
+            budget=budget,
             patience=spec.patience,
             seed=spec.seed,
             device=str(prepared.device),
+            precision=resolve_precision(spec.precision, prepared.device),
+            rung_val_images=None if whole_val else spec.rung_val_images,
+            deadline=trials_end,
         ),
         recorder_factory,
-        LocalCheckpoints(spec.study_checkpoint_dir),
+        checkpoints,
+        paused_at=pruner.take_pause if pausing else None,
     )
+    target = spec.trial_target
     status, reason = "KILLED", None
     try:
-        if count_finished(study) < spec.n_trials:
-            study.optimize(objective, timeout=spec.timeout, callbacks=[StopAtTarget(spec.n_trials)])
+        if (target is None or count_finished(study) < target) and not _past(trials_end):
+            study.optimize(
+                objective,
+                timeout=None if trials_end is None else max(0.0, trials_end - time.time()),
+                callbacks=[BetweenTrials(target, trials_end, plan.rung_seconds(), checkpoints)],
+            )
         finished = count_finished(study)
-        status = "FINISHED" if finished >= spec.n_trials else "KILLED"
+        status = "FINISHED" if target is None or finished >= target else "KILLED"
     except KeyboardInterrupt:
         reason = "interrupted"
         raise
@@ -181,4 +248,8 @@ def run_study(
         raise
     finally:
         tracker.close(status, reason)
-    return StudyOutcome(study=study, finished=finished, target=spec.n_trials)
+    return StudyOutcome(study=study, finished=finished, target=target)
+
+
+def _past(deadline: float | None) -> bool:
+    return deadline is not None and time.time() >= deadline

@@ -58,7 +58,7 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(workdir, capsys, argv, 
 def test_real_console_script_exit_code_and_message(cli, tmp_path):
     result = cli(["run", "cnn", "--pruner", "sometimes"], cwd=tmp_path)
     assert result.returncode == 2
-    known = "hyperband, median, asha, patient, none"
+    known = "auto, hyperband, halving, median, asha, patient, none"
     assert result.stderr == f"tunelab: error: unknown pruner 'sometimes'; known: {known}\n"
     assert not (tmp_path / "studies.db").exists()
 

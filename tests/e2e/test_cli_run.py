@@ -37,11 +37,15 @@ def test_run_cnn_tracks_every_trial_in_optuna_and_mlflow(cli, cnn_args, storage_
         run = client.get_run(trial.user_attrs["tunelab.mlflow_run_id"])
         assert run.info.status == STATUS[trial.state]
         assert run.data.tags["optuna.state"] == trial.state.name
-        for metric in ("train_loss", "train_accuracy", "val_loss", "val_accuracy"):
+        for metric in ("train_loss", "train_accuracy", "rung/val_loss", "rung/val_accuracy"):
             steps = [m.step for m in client.get_metric_history(run.info.run_id, metric)]
             assert steps == sorted(trial.intermediate_values), metric
         artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
-        if trial.state == TrialState.COMPLETE:
+        if trial.state == TrialState.COMPLETE:  # the best weights, scored on all of validation
+            best_step = trial.user_attrs["tunelab.best_step"]
+            judged = client.get_metric_history(run.info.run_id, "val_accuracy")
+            assert (best_step, trial.value) in [(m.step, m.value) for m in judged]
+            assert run.data.metrics["best_val_accuracy"] == trial.value
             assert {"config.json", "checkpoint", "confusion_matrix.png"} <= artifacts
             assert {"val_f1", "val_precision", "val_recall"} <= set(run.data.metrics)
     assert {client.get_run(t.user_attrs["tunelab.mlflow_run_id"]).info.status for t in pruned} == {

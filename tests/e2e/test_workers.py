@@ -90,17 +90,20 @@ def test_sigkill_then_restart_resumes_the_dead_trial_from_its_checkpoint(
     retry = next(
         t for t in study.trials if t.user_attrs.get("tunelab.resumed_from_trial") == killed
     )
-    assert {1, 2} <= set(retry.intermediate_values), "the dead trial's curve came over"
+    rung = 1257  # digits: one rung per epoch of 1,257 training images
+    assert {rung, 2 * rung} <= set(retry.intermediate_values), "the dead trial's curve came over"
     client, runs = _runs(tmp_path, "cnn-digits")
     dead_run = client.get_run(study.trials[killed].user_attrs["tunelab.mlflow_run_id"])
     assert dead_run.info.status == "FAILED"
     assert dead_run.data.tags["tunelab.recovered"] == "true"
     retry_run = client.get_run(retry.user_attrs["tunelab.mlflow_run_id"])
     assert retry_run.data.tags["tunelab.retry_of_trial"] == str(killed)
-    resumed_at = int(retry_run.data.tags["tunelab.resumed_at_epoch"])
-    assert resumed_at >= 2
-    steps = [m.step for m in client.get_metric_history(retry_run.info.run_id, "val_accuracy")]
-    assert steps == list(range(resumed_at + 1, 26)), "the retry continued after its checkpoint"
+    resumed_at = int(retry_run.data.tags["tunelab.resumed_at_step"])
+    assert resumed_at >= 2 * rung
+    history = client.get_metric_history(retry_run.info.run_id, "rung/val_accuracy")
+    steps = [m.step for m in history]
+    expected = list(range(resumed_at + rung, 25 * rung + 1, rung))
+    assert steps == expected, "the retry continued after its checkpoint"
     assert not [r for r in runs if client.get_run(r.info.run_id).info.status == "RUNNING"]
 
 

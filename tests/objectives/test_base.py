@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from tunelab.objectives.base import EXAMPLE_ROWS, Parts
+from tunelab.objectives.budget import epoch_budget
 from tunelab.objectives.registry import get_task
 from tunelab.objectives.space import fields_of
 
@@ -21,7 +22,7 @@ def test_each_task_says_what_it_serves(name, options, kind, digits, cache_dir):
         options = {**options, "cache_dir": str(cache_dir)}
     task = get_task(name, options)
     hp = task.hparams_type()
-    parts = task.build(hp, digits, torch.device("cpu"), max_epochs=1)
+    parts = task.build(hp, digits, torch.device("cpu"), epoch_budget(1, len(digits.train)))
     serving = task.serving_model(parts, digits, seed=3)
     assert serving.kind == kind and not serving.module.training
     assert len(serving.example) == EXAMPLE_ROWS

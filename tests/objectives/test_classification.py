@@ -1,12 +1,13 @@
 import io
 
 import optuna
+import pytest
 import torch
 from PIL import Image
 
 from tunelab.models.cnn import CNN, CNNConfig
 from tunelab.objectives.classification import ClassificationTask
-from tunelab.objectives.runner import LoopConfig, Objective
+from tunelab.objectives.runner import Objective
 
 SMALL = {"base_width": 8, "fc_width": 32, "conv_blocks": 2, "convs_per_block": 1}
 
@@ -19,14 +20,18 @@ def _trial(task, **params):
     return optuna.trial.FixedTrial({**_space(task).default_trial_params(), **params})
 
 
-def test_cnn_trial_logs_curves_final_metrics_and_a_loadable_checkpoint(digits, recorder):
+def test_cnn_trial_logs_curves_final_metrics_and_a_loadable_checkpoint(digits, recorder, loop_for):
     task = ClassificationTask()
-    objective = Objective(task, digits, _space(task), LoopConfig(max_epochs=2), lambda t: recorder)
+    loop = loop_for(digits, max_epochs=2)
+    objective = Objective(task, digits, _space(task), loop, lambda t: recorder)
     value = objective(_trial(task))
-    assert value == max(recorder.steps("val_accuracy").values())
-    for name in ("train_loss", "train_accuracy", "val_loss", "val_accuracy"):
-        assert set(recorder.steps(name)) == {1, 2}
+    rungs = {loop.budget.step(1), loop.budget.step(2)}  # one rung per epoch of 1,257 images
+    assert value == max(recorder.steps("rung/val_accuracy").values())  # the rung split is all
+    for name in ("train_loss", "train_accuracy", "rung/val_loss", "rung/val_accuracy", "epoch"):
+        assert set(recorder.steps(name)) == rungs
+    assert recorder.steps("val_accuracy") == recorder.steps("rung/val_accuracy")
     final = recorder.history[-1][1]
+    assert final["best_val_accuracy"] == value
     assert {"val_precision", "val_recall", "val_f1"} <= set(final)
     assert 0.0 < final["val_f1"] <= 1.0
     assert Image.open(io.BytesIO(recorder.artifacts["confusion_matrix.png"])).size[0] > 100
@@ -41,24 +46,22 @@ def test_cnn_trial_logs_curves_final_metrics_and_a_loadable_checkpoint(digits, r
     assert abs(accuracy - value) < 1e-6
 
 
-def test_same_seed_same_value_on_cpu(digits, recorder):
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_same_seed_same_value_on_cpu(digits, loop_for, precision):
     task = ClassificationTask()
+    loop = loop_for(digits, seed=5, precision=precision)
     values = [
-        Objective(task, digits, _space(task), LoopConfig(max_epochs=1, seed=5))(
-            _trial(task, rotation=15.0, crop_padding=2)
-        )
+        Objective(task, digits, _space(task), loop)(_trial(task, rotation=15.0, crop_padding=2))
         for _ in range(2)
     ]
     assert values[0] == values[1]
 
 
-def test_every_optimizer_and_schedule_trains(digits):
+def test_every_optimizer_and_schedule_trains(digits, loop_for):
     task = ClassificationTask()
     for params in (
         {"optimizer": "sgd", "momentum": 0.9, "nesterov": True, "lr": 0.02},
         {"optimizer": "adam", "lr_schedule": "constant", "batch_norm": False, "pooling": "avg"},
     ):
-        value = Objective(task, digits, _space(task), LoopConfig(max_epochs=1))(
-            _trial(task, **params)
-        )
+        value = Objective(task, digits, _space(task), loop_for(digits))(_trial(task, **params))
         assert 0.0 < value <= 1.0

@@ -8,7 +8,7 @@ import torch
 from PIL import Image
 
 from tunelab.models.gan import Generator, GeneratorConfig
-from tunelab.objectives.base import EpochContext
+from tunelab.objectives.budget import epoch_budget
 from tunelab.objectives.data import DataBundle, Split
 from tunelab.objectives.gan import COLLAPSE_RATIO, GANOptions, GANTask
 from tunelab.objectives.registry import get_task
@@ -35,8 +35,13 @@ def _trial(task: GANTask, **params) -> optuna.trial.FixedTrial:
 
 def _run(task, data, recorder, trial, epochs=2) -> float:
     space = task.search_space().narrowed(SMALL)
-    loop = LoopConfig(max_epochs=epochs, patience=3)
+    loop = LoopConfig(budget=epoch_budget(epochs, len(data.train)), patience=3)
     return Objective(task, data, space, loop, lambda t: recorder)(trial)
+
+
+def _rungs(data, epochs=2) -> set[int]:
+    """Steps of the rungs of `epochs` epochs of digits (one rung per epoch)."""
+    return {epoch * len(data.train) for epoch in range(1, epochs + 1)}
 
 
 def test_the_task_builds_without_arguments_and_from_the_registry():
@@ -77,22 +82,19 @@ def test_default_trial_logs_curves_samples_and_final_distance(digits, recorder, 
     assert math.isfinite(value) and value > 0
     assert recorder.status == "FINISHED"
     for name in (
-        "fd_classifier",
-        "kid_classifier",
-        "sample_diversity",
-        "train_loss",
+        "rung/fd_classifier",
+        "rung/kid_classifier",
+        "rung/sample_diversity",
         "train_d_loss",
         "train_g_loss",
         "train_d_accuracy",
     ):
-        assert set(recorder.steps(name)) == {1, 2}, name
-    assert value == min(recorder.steps("fd_classifier").values())
-    history = recorder.steps("train_loss")
-    for step in (1, 2):
-        parts = recorder.steps("train_d_loss")[step] + recorder.steps("train_g_loss")[step]
-        assert history[step] == pytest.approx(parts)
+        assert set(recorder.steps(name)) == _rungs(digits), name
+    assert value == min(recorder.steps("rung/fd_classifier").values())  # rungs score all 270
     assert not any("inception" in k for _, m in recorder.history for k in m)
     final = recorder.history[-1][1]
+    assert final["best_fd_classifier"] == value
+    assert recorder.steps("fd_classifier") == recorder.steps("rung/fd_classifier")
     assert final["final_fid_samples"] == min(300, len(digits.val))
     assert math.isfinite(final["final_fd_classifier"]) and "final_kid_classifier" in final
     assert final["best_fd_classifier"] == value
@@ -131,7 +133,7 @@ def test_other_losses_train(digits, recorder, cache_dir, params):
     assert math.isfinite(value) and recorder.status == "FINISHED"
     assert recorder.params["loss"] == params.get("loss", "ns")
     extra = "train_critic_gap" if params.get("loss") == "wgan-gp" else "train_d_accuracy"
-    assert set(recorder.steps(extra)) == {1, 2}
+    assert set(recorder.steps(extra)) == _rungs(digits)
     checkpoint = torch.load(io.BytesIO(recorder.artifacts["checkpoint/best.pt"]), weights_only=True)
     assert checkpoint["model_configs"]["discriminator"]["norm"] == "layer"  # a per-sample penalty
 
@@ -139,7 +141,7 @@ def test_other_losses_train(digits, recorder, cache_dir, params):
 def test_same_seed_same_value(digits, cache_dir):
     task = _task(cache_dir)
     space = task.search_space().narrowed(SMALL)
-    loop = LoopConfig(max_epochs=1, seed=3)
+    loop = LoopConfig(budget=epoch_budget(1, len(digits.train)), seed=3)
     values = [Objective(task, digits, space, loop)(_trial(task)) for _ in range(2)]
     assert values[0] == values[1]
 
@@ -147,8 +149,8 @@ def test_same_seed_same_value(digits, cache_dir):
 class CollapsingGAN(GANTask):
     """Trains normally, then makes the generator ignore its latent (one image for all)."""
 
-    def train_epoch(self, parts, hp, data, ctx):
-        metrics = super().train_epoch(parts, hp, data, ctx)
+    def train_step(self, parts, hp, x, y, ctx):
+        metrics = super().train_step(parts, hp, x, y, ctx)
         if ctx.epoch == 2:
             collapse(parts.modules["generator"])
         return metrics
@@ -161,15 +163,15 @@ def collapse(gen: Generator) -> None:
         last.bias.fill_(0.3)
 
 
-def test_mode_collapse_is_detected_and_prunes_the_trial(digits, recorder, cache_dir):
+def test_mode_collapse_is_detected_and_prunes_the_trial(digits, recorder, cache_dir, step_context):
     task = _task(cache_dir)
     hp = task.suggest(_trial(task), task.search_space())
-    parts = task.build(hp, digits, torch.device("cpu"), 2)
-    ctx = EpochContext(epoch=1, max_epochs=2, generator=torch.Generator().manual_seed(0))
-    assert task.evaluate(parts, hp, digits, ctx)["sample_diversity"] > COLLAPSE_RATIO
+    ctx = step_context(digits, max_epochs=2)
+    parts = task.build(hp, digits, torch.device("cpu"), ctx.budget)
+    assert task.evaluate(parts, hp, digits, digits.val, ctx)["sample_diversity"] > COLLAPSE_RATIO
     collapse(parts.modules["generator"])
     with pytest.raises(Diverged, match="mode collapse"):
-        task.evaluate(parts, hp, digits, ctx)
+        task.evaluate(parts, hp, digits, digits.val, ctx)
 
     collapsing = CollapsingGAN(task.options)
     trial = _trial(collapsing)
@@ -177,10 +179,12 @@ def test_mode_collapse_is_detected_and_prunes_the_trial(digits, recorder, cache_
         _run(collapsing, digits, recorder, trial, epochs=3)
     assert recorder.status == "KILLED" and recorder.reason.startswith("mode collapse")
     assert trial.user_attrs["tunelab.fail_reason"].startswith("mode collapse")
-    assert set(recorder.steps("fd_classifier")) == {1}
+    assert set(recorder.steps("rung/fd_classifier")) == _rungs(digits, 1)
 
 
-def test_inception_space_names_its_metrics_and_tags(digits, tmp_path, inception_weights):
+def test_inception_space_names_its_metrics_and_tags(
+    digits, tmp_path, inception_weights, step_context
+):
     # CPU Inception costs ~0.1-0.3 s per image: 8 real and 8 generated images only.
     tiny = DataBundle(
         digits.name,
@@ -200,9 +204,9 @@ def test_inception_space_names_its_metrics_and_tags(digits, tmp_path, inception_
     )
     assert task.metric == "fid_inception"
     hp = task.suggest(_trial(task), task.search_space())
-    parts = task.build(hp, tiny, torch.device("cpu"), 1)
-    ctx = EpochContext(epoch=1, max_epochs=1, generator=torch.Generator().manual_seed(0))
-    metrics = task.evaluate(parts, hp, tiny, ctx)
+    ctx = step_context(tiny)
+    parts = task.build(hp, tiny, torch.device("cpu"), ctx.budget)
+    metrics = task.evaluate(parts, hp, tiny, tiny.val, ctx)
     assert set(metrics) == {"fid_inception", "kid_inception", "sample_diversity"}
     assert all(math.isfinite(v) for v in metrics.values()) and metrics["fid_inception"] > 0
     assert task.trial_tags(tiny) == {

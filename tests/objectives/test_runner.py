@@ -1,6 +1,7 @@
 """The shared trial loop, driven by a scripted task so every branch is deterministic."""
 
 import math
+import time
 from dataclasses import dataclass
 
 import optuna
@@ -9,9 +10,13 @@ import torch
 
 from tunelab.objectives import keys
 from tunelab.objectives.base import Finalization, Parts, Task
+from tunelab.objectives.budget import TrialBudget
 from tunelab.objectives.checkpoints import LocalCheckpoints
+from tunelab.objectives.data import DataBundle, Split
 from tunelab.objectives.runner import LoopConfig, Objective
 from tunelab.objectives.space import Param, space_from
+
+BATCH = 4
 
 
 @dataclass(frozen=True)
@@ -22,105 +27,191 @@ class ScriptHP:
     """An unused tunable value."""
 
 
+def tiny_data(train: int = 8, val: int = 6) -> DataBundle:
+    def split(n: int, offset: int) -> Split:
+        x = torch.arange(offset, offset + n, dtype=torch.float32).view(n, 1, 1, 1)
+        return Split(x.expand(n, 1, 2, 2).contiguous(), torch.arange(n) % 2)
+
+    return DataBundle("tiny", split(train, 0), split(val, 100), split(val, 200), 2, ("a", "b"))
+
+
 class ScriptedTask(Task):
-    """Reports a scripted objective per epoch; its one weight records the epoch it was set in."""
+    """Its one weight holds the number of steps trained; a rung's value is scripted by that
+    number, so the best weights, restored, score exactly the best rung's value."""
 
     name = "scripted"
     metric = "val_score"
     direction = "maximize"
     hparams_type = ScriptHP
 
-    def __init__(self, values, losses=None, interrupt_at=None):
-        self.values, self.losses, self.interrupt_at = values, losses or {}, interrupt_at
+    def __init__(self, values_by_step, losses=None, interrupt_at_step=None):
+        self.values, self.losses = values_by_step, losses or {}
+        self.interrupt_at_step = interrupt_at_step
+        self.steps_trained: list[int] = []
+        self.images: list[float] = []
+        self.scored: list[int] = []
         self.finalized_weight = None
-        self.epochs_trained = []
 
     def search_space(self):
         return space_from(ScriptHP, [Param("x", "float", 0.0, 1.0)])
 
-    def build(self, hp, data, device, max_epochs):
+    def batch_size(self, hp):
+        return BATCH
+
+    def build(self, hp, data, device, budget):
         module = torch.nn.Linear(1, 1)
         return Parts(
             modules={"m": module}, optimizers={"o": torch.optim.SGD(module.parameters(), lr=0.1)}
         )
 
-    def train_epoch(self, parts, hp, data, ctx):
-        if ctx.epoch == self.interrupt_at:
+    def train_step(self, parts, hp, x, y, ctx):
+        if ctx.step == self.interrupt_at_step:
             raise KeyboardInterrupt
-        self.epochs_trained.append(ctx.epoch)
+        self.steps_trained.append(ctx.step)
+        self.images.extend(x.flatten(1)[:, 0].tolist())
         with torch.no_grad():
-            parts.modules["m"].weight.fill_(ctx.epoch)
-        return {"train_loss": self.losses.get(ctx.epoch, 1.0 / ctx.epoch)}
+            parts.modules["m"].weight.fill_(ctx.step)
+        return {"train_loss": torch.tensor(self.losses.get(ctx.step, 1.0 / ctx.step))}
 
-    def evaluate(self, parts, hp, data, ctx):
-        return {"val_score": self.values[ctx.epoch - 1]}
+    def evaluate(self, parts, hp, data, split, ctx):
+        self.scored.append(len(split))
+        return {"val_score": self.values[int(parts.modules["m"].weight.item())]}
 
     def finalize(self, parts, hp, data):
         self.finalized_weight = parts.modules["m"].weight.item()
         return Finalization(metrics={"val_final": 1.0}, artifacts={"note.txt": b"done"})
 
 
-def _objective(task, recorder, checkpoints=None, **loop):
-    space = task.search_space()
-    return Objective(task, None, space, LoopConfig(**loop), lambda t: recorder, checkpoints)
+def budget(rungs: int, rung: int = BATCH, train: int = 8) -> TrialBudget:
+    return TrialBudget(unit="images", rung=rung, max_rungs=rungs, train_size=train)
 
 
-def test_value_is_the_best_epoch_and_its_weights_are_restored(recorder):
-    task = ScriptedTask([0.2, 0.7, 0.5, 0.6])
-    value = _objective(task, recorder, max_epochs=4, patience=5)(
-        optuna.trial.FixedTrial({"x": 0.1})
-    )
+def objective(task, recorder=None, checkpoints=None, data=None, **loop):
+    recorder_factory = None if recorder is None else (lambda trial: recorder)
+    config = LoopConfig(**{"rung_val_images": None, **loop})
+    data = data or tiny_data()
+    return Objective(task, data, task.search_space(), config, recorder_factory, checkpoints)
+
+
+def trial(number: int = 0):
+    return optuna.trial.FixedTrial({"x": 0.1}, number=number)
+
+
+def test_rungs_every_n_images_and_the_value_of_the_best_weights(recorder):
+    # 8 training images, batches of 4: a rung (4 images) after every step, 2 per epoch
+    task = ScriptedTask({1: 0.2, 2: 0.7, 3: 0.5, 4: 0.6})
+    value = objective(task, recorder, budget=budget(4), patience=5)(trial())
     assert value == 0.7
-    assert task.finalized_weight == 2.0  # weights of epoch 2, not of the last epoch
-    assert recorder.steps("val_score") == {1: 0.2, 2: 0.7, 3: 0.5, 4: 0.6}
-    assert recorder.history[-1][1]["best_val_score"] == 0.7
+    assert task.finalized_weight == 2.0  # weights of the best rung, not of the last
+    assert recorder.steps("rung/val_score") == {4: 0.2, 8: 0.7, 12: 0.5, 16: 0.6}
+    assert recorder.steps("epoch") == {4: 0.5, 8: 1.0, 12: 1.5, 16: 2.0}
+    final = recorder.history[-1]
+    assert final[0] == 8 and final[1]["best_val_score"] == 0.7 and final[1]["best_step"] == 8
     assert {"config.json", "checkpoint/best.pt", "note.txt"} <= set(recorder.artifacts)
     assert recorder.status == "FINISHED" and recorder.params == {"x": 0.1}
 
 
+def test_each_epoch_sees_every_image_once_in_a_fresh_order():
+    task = ScriptedTask({s: 0.5 for s in range(1, 5)})
+    objective(task, budget=budget(4))(trial())
+    first, second = sorted(task.images[:8]), sorted(task.images[8:])
+    assert first == second == [float(i) for i in range(8)]
+    assert task.images[:8] != task.images[8:]  # reshuffled
+
+
+def test_rungs_score_the_rung_split_and_the_end_scores_all_of_validation():
+    task = ScriptedTask({s: 0.5 for s in range(1, 3)})
+    objective(task, budget=budget(2), rung_val_images=4)(trial())
+    # two rungs on 4 images, the epoch's end on all 6, the best weights again on all 6
+    assert task.scored == [4, 4, 6, 6]
+
+
 def test_early_stopping_after_patience_epochs_without_improvement(recorder):
-    task = ScriptedTask([0.5, 0.9, 0.8, 0.8, 0.8, 0.99, 1.0])
-    trial = optuna.trial.FixedTrial({"x": 0.1})
-    assert _objective(task, recorder, max_epochs=7, patience=2)(trial) == 0.9
-    assert task.epochs_trained == [1, 2, 3, 4]
-    assert (
-        trial.user_attrs["tunelab.early_stopped"] is True
-        and trial.user_attrs["tunelab.epochs_run"] == 4
-    )
+    values = {1: 0.5, 2: 0.9, 3: 0.8, 4: 0.8, 5: 0.8, 6: 0.8, 7: 0.99, 8: 1.0}
+    task = ScriptedTask(values)
+    t = trial()
+    assert objective(task, recorder, budget=budget(8), patience=2)(t) == 0.9
+    assert task.steps_trained == [1, 2, 3, 4, 5, 6]  # 2 epochs (4 steps) after the best
+    assert t.user_attrs[keys.EARLY_STOPPED] is True and t.user_attrs[keys.STEPS_RUN] == 24
 
 
 def test_non_finite_loss_prunes_with_the_reason_recorded(recorder):
-    task = ScriptedTask([0.5, 0.6, 0.7], losses={2: math.nan})
-    trial = optuna.trial.FixedTrial({"x": 0.1})
+    task = ScriptedTask({1: 0.5, 2: 0.6, 3: 0.7}, losses={2: math.nan})
+    t = trial()
     with pytest.raises(optuna.TrialPruned, match="non-finite train_loss"):
-        _objective(task, recorder, max_epochs=3)(trial)
-    assert "non-finite train_loss" in trial.user_attrs["tunelab.fail_reason"]
-    assert recorder.status == "KILLED" and "epoch 2" in recorder.tags["tunelab.fail_reason"]
+        objective(task, recorder, budget=budget(3))(t)
+    assert "non-finite train_loss" in t.user_attrs[keys.FAIL_REASON]
+    assert recorder.status == "KILLED" and "epoch 1" in recorder.tags[keys.FAIL_REASON]
 
 
 def test_pruner_decision_ends_the_run_as_killed(recorder):
     study = optuna.create_study(
         direction="maximize", pruner=optuna.pruners.ThresholdPruner(lower=0.55)
     )
-    task = ScriptedTask([0.5, 0.9])
-    study.optimize(_objective(task, recorder, max_epochs=2), n_trials=1)
+    task = ScriptedTask({1: 0.5, 2: 0.9})
+    study.optimize(objective(task, recorder, budget=budget(2)), n_trials=1)
     assert study.trials[0].state == optuna.trial.TrialState.PRUNED
-    assert recorder.status == "KILLED" and task.epochs_trained == [1]
+    assert study.trials[0].intermediate_values == {4: 0.5}
+    assert recorder.status == "KILLED" and task.steps_trained == [1]
 
 
-def test_interrupted_trial_resumes_from_its_last_epoch_checkpoint(tmp_path, recorder):
-    loop = {"max_epochs": 5, "patience": 5, "checkpoints": LocalCheckpoints(tmp_path)}
-    values = [0.1, 0.2, 0.3, 0.4, 0.5]
-    first = optuna.trial.FixedTrial({"x": 0.1}, number=3)
-    with pytest.raises(KeyboardInterrupt):
-        _objective(ScriptedTask(values, interrupt_at=3), recorder, **loop)(first)
-    assert recorder.status == "FAILED" and first.user_attrs["tunelab.fail_reason"] == "interrupted"
-    assert (tmp_path / "trial-3.pt").exists()
+def test_a_deadline_ends_the_trial_complete_at_its_next_rung(recorder):
+    task = ScriptedTask({1: 0.3, 2: 0.4})
+    t = trial()
+    value = objective(task, recorder, budget=budget(2), deadline=time.time() - 1)(t)
+    assert value == 0.3 and task.steps_trained == [1]
+    assert t.user_attrs[keys.STOPPED_AT_DEADLINE] is True
+    assert recorder.status == "FINISHED" and recorder.tags[keys.STOPPED_TAG] == "deadline"
 
-    retry = optuna.trial.FixedTrial({"x": 0.1}, number=7)
+
+def test_an_interrupted_trial_resumes_exactly_where_its_last_rung_left_it(tmp_path, recorder):
+    values = {s: s / 10 for s in range(1, 7)}
+    rungs = budget(3, rung=8, train=8)  # a rung per epoch of 2 steps
+
+    uninterrupted = ScriptedTask(values)
+    expected = objective(uninterrupted, budget=rungs)(trial(number=3))
+
+    checkpoints = LocalCheckpoints(tmp_path)
+    first = trial(number=3)
+    with pytest.raises(KeyboardInterrupt):  # in epoch 2, after the first rung
+        objective(ScriptedTask(values, interrupt_at_step=4), recorder, checkpoints, budget=rungs)(
+            first
+        )
+    assert recorder.status == "FAILED" and first.user_attrs[keys.FAIL_REASON] == "interrupted"
+    assert checkpoints.path(3).exists()
+
+    retry = trial(number=7)
     retry.set_user_attr(keys.TRIAL_NUMBER, 3)  # what Optuna copies into a retried trial
-    task = ScriptedTask(values)
-    assert _objective(task, recorder, **loop)(retry) == 0.5
-    assert task.epochs_trained == [3, 4, 5]
-    assert retry.user_attrs["tunelab.resumed_from_trial"] == 3
-    assert not (tmp_path / "trial-7.pt").exists()  # removed once the trial completed
+    resumed = ScriptedTask(values)
+    assert objective(resumed, recorder, checkpoints, budget=rungs)(retry) == expected
+    assert resumed.steps_trained == [3, 4, 5, 6]  # from the second epoch on
+    assert resumed.images == uninterrupted.images[8:]  # the same shuffles
+    assert retry.user_attrs[keys.RESUMED_FROM_TRIAL] == 3
+    assert recorder.tags[keys.RESUMED_AT_STEP_TAG] == "8"
+    assert not checkpoints.path(7).exists()  # removed once the trial completed
+
+
+def test_studies_counted_in_epochs_report_once_per_epoch(recorder):
+    task = ScriptedTask({s: s / 10 for s in range(1, 7)})
+    epochs = TrialBudget(unit="epochs", rung=8, max_rungs=3, train_size=8)
+    study = optuna.create_study(direction="maximize")
+    study.optimize(objective(task, recorder, budget=epochs), n_trials=1)
+    assert study.trials[0].intermediate_values == {1: 0.2, 2: 0.4, 3: 0.6}
+
+
+def test_a_deadline_before_the_first_rung_prunes_the_trial(recorder):
+    task = ScriptedTask({1: 0.3, 2: 0.4})
+    with pytest.raises(optuna.TrialPruned, match="before its first rung"):
+        objective(task, recorder, budget=budget(1, rung=8), deadline=time.time() - 1)(trial())
+    assert task.steps_trained == [1] and recorder.status == "KILLED"
+
+
+def test_the_default_configuration_is_never_pruned(recorder):
+    study = optuna.create_study(
+        direction="maximize", pruner=optuna.pruners.ThresholdPruner(lower=0.55)
+    )
+    study.enqueue_trial({"x": 0.5}, user_attrs={keys.DEFAULT_TRIAL: True})
+    task = ScriptedTask({1: 0.5, 2: 0.4})
+    study.optimize(objective(task, recorder, budget=budget(2)), n_trials=1)
+    assert study.trials[0].state == optuna.trial.TrialState.COMPLETE
+    assert task.steps_trained == [1, 2]

@@ -12,7 +12,7 @@ def space():
 
 def test_defaults_are_the_dataclass_defaults_and_skip_inactive_conditionals(space):
     params = space.default_trial_params()
-    assert params["lr"] == 2e-3 and params["optimizer"] == "adamw"
+    assert params["lr"] == 3e-3 and params["optimizer"] == "adamw"
     assert "momentum" not in params  # only sampled for sgd
 
 

@@ -13,11 +13,11 @@ import torch
 from PIL import Image
 
 import tunelab.objectives.vae as vae_module
-from tunelab.objectives.base import EpochContext
+from tunelab.objectives.budget import epoch_budget
 from tunelab.objectives.data import DataSpec, Split, load_data
 from tunelab.objectives.recorders import MemoryRecorder
 from tunelab.objectives.registry import get_task
-from tunelab.objectives.runner import LoopConfig, Objective
+from tunelab.objectives.runner import LoopConfig, Objective, retrain
 from tunelab.objectives.vae import (
     VAEHParams,
     VAEOptions,
@@ -27,24 +27,24 @@ from tunelab.objectives.vae import (
     kl_weight,
 )
 
-EPOCH_METRICS = (
+RUNG_METRICS = (
     "train_loss",
     "train_elbo",
     "train_recon",
     "train_kl",
-    "val_elbo",
-    "val_recon",
-    "val_kl",
-    "val_bits_per_dim",
+    "rung/val_elbo",
+    "rung/val_recon",
+    "rung/val_kl",
+    "rung/val_bits_per_dim",
 )
 ARTIFACTS = ("reconstructions.png", "prior_samples.png", "interpolations_linear.png")
 TINY = {"base_width": 8, "fc_width": 0}
 """Search-space narrowing that keeps the tests fast (fixed values, not sampled)."""
 
 
-def epoch_metrics(recorder: MemoryRecorder) -> dict[int, dict[str, float]]:
-    """Per-epoch metrics by step (the final summary is logged separately)."""
-    return {s: m for s, m in recorder.history if "val_elbo" in m}
+def rung_metrics(recorder: MemoryRecorder) -> dict[int, dict[str, float]]:
+    """Per-rung metrics by step (the final summary is logged separately)."""
+    return {s: m for s, m in recorder.history if "rung/val_elbo" in m}
 
 
 def final_metrics(recorder: MemoryRecorder) -> dict[str, float]:
@@ -64,7 +64,7 @@ def run_trial(data, task: VAETask | None = None) -> tuple[float, MemoryRecorder]
         task,
         data,
         space,
-        LoopConfig(max_epochs=2, patience=3),
+        LoopConfig(budget=epoch_budget(2, len(data.train)), patience=3),
         recorder_factory=lambda trial: recorder,
     )
     value = objective(optuna.trial.FixedTrial(space.default_trial_params()))
@@ -76,25 +76,24 @@ def trial(data):
     return run_trial(data)
 
 
-def test_trial_logs_every_metric_at_every_epoch(trial, data) -> None:
+def test_trial_logs_every_metric_at_every_rung(trial, data) -> None:
     value, recorder = trial
     assert recorder.status == "FINISHED"
     assert math.isfinite(value)
     assert recorder.params["base_width"] == 8
-    epochs = epoch_metrics(recorder)
-    assert list(epochs) == [1, 2]
+    rungs = rung_metrics(recorder)
+    assert list(rungs) == [len(data.train), 2 * len(data.train)]  # one rung per epoch
     dims = data.channels * data.image_size[0] * data.image_size[1]
-    for metrics in epochs.values():
-        assert set(EPOCH_METRICS) <= set(metrics)
-        assert all(math.isfinite(metrics[name]) for name in EPOCH_METRICS)
-        assert metrics["val_elbo"] == pytest.approx(-(metrics["val_recon"] + metrics["val_kl"]))
-        assert metrics["val_bits_per_dim"] == pytest.approx(
-            -metrics["val_elbo"] / (dims * math.log(2))
-        )
-        assert metrics["val_kl"] >= 0 and metrics["val_recon"] > 0
+    for metrics in rungs.values():
+        assert set(RUNG_METRICS) <= set(metrics)
+        assert all(math.isfinite(metrics[name]) for name in RUNG_METRICS)
+        elbo = metrics["rung/val_elbo"]
+        assert elbo == pytest.approx(-(metrics["rung/val_recon"] + metrics["rung/val_kl"]))
+        assert metrics["rung/val_bits_per_dim"] == pytest.approx(-elbo / (dims * math.log(2)))
+        assert metrics["rung/val_kl"] >= 0 and metrics["rung/val_recon"] > 0
         # beta = 1, no warm-up by default: the training loss is the negative ELBO
         assert metrics["train_loss"] == pytest.approx(-metrics["train_elbo"], rel=1e-5)
-    assert value == max(m["val_elbo"] for m in epochs.values())
+    assert value == max(m["rung/val_elbo"] for m in rungs.values())
 
 
 def test_final_iwae_bound_is_at_least_the_elbo(trial) -> None:
@@ -129,45 +128,48 @@ def test_trials_are_reproducible(trial, data) -> None:
     value, recorder = trial
     again, recorder_again = run_trial(data)
     assert again == value
-    assert epoch_metrics(recorder_again) == epoch_metrics(recorder)
+    assert rung_metrics(recorder_again) == rung_metrics(recorder)
 
 
-def test_objective_does_not_depend_on_beta_or_warm_up(data) -> None:
-    task = VAETask()
+def _trained(data, hp, loop_for, epochs: int = 1):
+    """A VAE trained `epochs` epochs, as the loop trains it."""
+    loop = loop_for(data, max_epochs=epochs)
+    return retrain(VAETask(), hp, data, loop, epochs * len(data.train), seed=0)
+
+
+def test_objective_does_not_depend_on_beta_or_warm_up(data, loop_for) -> None:
     hp = VAEHParams(base_width=8, latent_dim=4)
-    parts = task.build(hp, data, torch.device("cpu"), max_epochs=1)
-    ctx = EpochContext(epoch=1, max_epochs=1, generator=torch.Generator().manual_seed(0))
-    task.train_epoch(parts, hp, data, ctx)
+    training = _trained(data, hp, loop_for)
     other = dataclasses.replace(hp, beta=3.0, kl_warmup_epochs=5)
-    assert task.evaluate(parts, hp, data, ctx) == task.evaluate(parts, other, data, ctx)
+    task, parts, ctx = training.task, training.parts, training.context()
+    assert task.evaluate(parts, hp, data, data.val, ctx) == task.evaluate(
+        parts, other, data, data.val, ctx
+    )
 
 
 def test_beta_and_warm_up_weight_the_training_kl() -> None:
     hp = VAEHParams(beta=2.0, kl_warmup_epochs=4)
-    assert kl_weight(hp, epoch=1, step=10, steps_per_epoch=10) == pytest.approx(0.5)
-    assert kl_weight(hp, epoch=3, step=5, steps_per_epoch=10) == pytest.approx(2.0 * 2.5 / 4)
-    assert kl_weight(hp, epoch=9, step=1, steps_per_epoch=10) == 2.0
-    assert kl_weight(dataclasses.replace(hp, kl_warmup_epochs=0), 1, 1, 10) == 2.0
+    assert kl_weight(hp, progress=1.0) == pytest.approx(0.5)
+    assert kl_weight(hp, progress=2.5) == pytest.approx(2.0 * 2.5 / 4)
+    assert kl_weight(hp, progress=8.1) == 2.0
+    assert kl_weight(dataclasses.replace(hp, kl_warmup_epochs=0), 0.1) == 2.0
 
 
-def test_train_loss_uses_the_weighted_kl(data) -> None:
+def test_train_loss_uses_the_weighted_kl(data, step_context) -> None:
     task = VAETask()
     hp = VAEHParams(base_width=8, latent_dim=4, beta=0.5)
-    parts = task.build(hp, data, torch.device("cpu"), max_epochs=1)
-    ctx = EpochContext(epoch=1, max_epochs=1, generator=torch.Generator().manual_seed(0))
-    metrics = task.train_epoch(parts, hp, data, ctx)
+    ctx = step_context(data)
+    parts = task.build(hp, data, torch.device("cpu"), ctx.budget)
+    x, y = data.train.x[:32], data.train.y[:32]
+    metrics = {k: v.item() for k, v in task.train_step(parts, hp, x, y, ctx).items()}
     expected = metrics["train_recon"] + 0.5 * metrics["train_kl"]
     assert metrics["train_loss"] == pytest.approx(expected, rel=1e-4)
     assert metrics["train_kl_weight"] == 0.5
 
 
-def test_iwae_in_small_chunks_tightens_the_k1_bound(data, monkeypatch) -> None:
-    task = VAETask()
+def test_iwae_in_small_chunks_tightens_the_k1_bound(data, monkeypatch, loop_for) -> None:
     hp = VAEHParams(base_width=8, latent_dim=4)
-    parts = task.build(hp, data, torch.device("cpu"), max_epochs=1)
-    ctx = EpochContext(epoch=1, max_epochs=1, generator=torch.Generator().manual_seed(0))
-    task.train_epoch(parts, hp, data, ctx)
-    model = parts.modules["model"]
+    model = _trained(data, hp, loop_for, epochs=4).parts.modules["model"]
     elbo = evaluate_elbo(model, data.val)["elbo"]
     k1 = iwae_bound(model, data.val, 1, torch.Generator().manual_seed(1))
     assert k1 == pytest.approx(elbo, abs=1.0)  # k = 1 is the ELBO (other noise draws)

@@ -90,16 +90,21 @@ def test_stored_spec_round_trip_and_identity_conflicts():
     spec = StudySpec(task="cnn", dataset="digits", params={"lr": 0.01}, max_epochs=3)
     again = StudySpec.from_stored(spec.to_json(), study_name="x")
     assert again.params == {"lr": 0.01} and again.max_epochs == 3 and again.name == "x"
-    other = StudySpec(task="cnn", dataset="mnist5k", params={"lr": 0.01})
+    other = StudySpec(task="cnn", dataset="mnist5k", params={"lr": 0.01}, max_epochs=3)
     assert other.conflicts_with(spec.to_json()) == ["dataset: stored 'digits', asked 'mnist5k'"]
     changed = StudySpec(task="cnn", dataset="digits", params={"lr": 0.01}, max_epochs=9)
-    assert changed.conflicts_with(spec.to_json()) == []
+    assert changed.conflicts_with(spec.to_json()) == ["max_epochs: stored 3, asked 9"]
+    later = StudySpec(task="cnn", dataset="digits", params={"lr": 0.01}, max_epochs=3, seed=4)
+    assert later.conflicts_with(spec.to_json()) == []  # not part of the study's identity
 
 
 def test_stored_and_identity_fields_come_from_the_declarations():
-    assert set(identity_fields()) == {"task", "dataset", "limit_train", "params", "task_options"}
+    assert set(identity_fields()) == {
+        *("task", "dataset", "limit_train", "params", "task_options"),
+        *("max_epochs", "rung_images", "rung_val_images"),  # what makes trials comparable
+    }
     assert set(identity_fields()) <= set(stored_fields())
-    for local in ("storage", "device", "workers", "quiet", "timeout", "study_name"):
+    for local in ("storage", "device", "workers", "threads", "quiet", "timeout", "study_name"):
         assert local not in stored_fields()  # a joining process sets these itself
     assert set(json.loads(StudySpec(task="cnn").to_json())) == set(stored_fields())
 
@@ -111,4 +116,7 @@ def test_every_option_has_help_and_a_flag_unless_it_is_file_only():
         assert docs.get(f.name), f"{f.name} has no docstring"
         assert (f.name in flags) == (option_of(f).flag != ""), f.name
     joining = {p.name for p in spec_parameters(joining=True)}
-    assert joining == {"storage", "tracking_uri", "device", "quiet"}
+    assert joining == {
+        *("storage", "tracking_uri", "device", "precision", "threads", "quiet"),
+        *("timeout", "deadline"),
+    }

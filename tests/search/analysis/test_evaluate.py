@@ -46,7 +46,8 @@ def test_evaluate_scores_the_test_split_and_registers_the_best_seed(tmp_path, tr
     best = optuna.load_study(study_name="ev", storage=storage).best_trial
 
     result = evaluate_study(EvaluationConfig("ev", storage, seeds=2), say=lambda text: None)
-    assert result.trial == best.number and result.epochs == best.user_attrs["tunelab.best_epoch"]
+    assert result.trial == best.number and result.steps == best.user_attrs["tunelab.best_step"]
+    assert result.unit == "images"
     assert result.objective == "test_accuracy" and len(result.seeds) == 2
 
     client = MlflowClient(tracking_uri)
@@ -55,7 +56,7 @@ def test_evaluate_scores_the_test_split_and_registers_the_best_seed(tmp_path, tr
     assert run.info.run_id == result.run_id and run.info.status == "FINISHED"
     assert run.data.tags["tunelab.best_trial"] == str(best.number)
     assert run.data.tags["tunelab.best_trial_run_id"] == best.user_attrs["tunelab.mlflow_run_id"]
-    assert run.data.params["eval_epochs"] == str(best.user_attrs["tunelab.best_epoch"])
+    assert run.data.params["eval_steps"] == str(best.user_attrs["tunelab.best_step"])
     metrics = run.data.metrics
     for name in ("test_accuracy", "test_precision", "test_recall", "test_f1"):
         assert 0.0 <= metrics[name] <= 1.0, name

@@ -11,6 +11,7 @@ from optuna.distributions import CategoricalDistribution, FloatDistribution, Int
 from optuna.trial import TrialState, create_trial
 
 from tunelab.search.adapters.tracking import StudyTracker
+from tunelab.search.analysis.importance import dashboard_note, rung_importance
 from tunelab.search.analysis.report import (
     DEFAULT_EVALUATOR_LABEL,
     FIGURE_TITLES,
@@ -133,26 +134,59 @@ def test_report_holds_every_figure_of_its_own_study(storage_url, tmp_path):
     assert DEFAULT_EVALUATOR_LABEL in page and "fANOVA" in page
     assert "Importances need" not in page
     # Pruning: 6 complete x 4 epochs + 1 pruned after 1 + 1 failed after 0, of 8 x 4.
-    assert "would have run 8 &times; 4 = <b>32</b> epochs" in page
-    assert "they ran <b>25</b>, saving <b>7</b> epochs" in page
+    assert "would have trained 8 &times; 4 = <b>32</b> epochs" in page
+    assert "they trained <b>25</b>, saving <b>7</b>" in page
 
 
 @pytest.mark.parametrize("n_complete", [0, 2])
 def test_few_complete_trials_give_notes_instead_of_figures(n_complete, tmp_path):
     study = _study("sparse", n_complete)
     page = write_report(study, tmp_path / "out").html.read_text()
-    assert f"Importances need at least 4 complete trials; this study has {n_complete}." in page
+    expected = f"Importances on complete trials need at least 4; this study has {n_complete}."
+    assert expected in page
     assert 'id="figure-importances"' not in page
     assert 'id="figure-intermediate"' in page and 'id="figure-timeline"' in page
     if n_complete == 0:
         assert "No complete trial yet" in page and 'id="figure-history"' not in page
 
 
+def test_importance_at_a_rung_counts_pruned_trials(tmp_path):
+    study = optuna.create_study(study_name="rungs", direction="maximize")
+    rng = random.Random(3)
+    for number in range(14):  # lr decides the value at the first rung; blocks does not
+        params = _interior(rng)
+        first = params["lr"] * 10
+        complete = number < 2
+        study.add_trial(
+            create_trial(
+                state=TrialState.COMPLETE if complete else TrialState.PRUNED,
+                value=first + 0.1 if complete else None,
+                params=params,
+                distributions=SPACE,
+                intermediate_values={1000: first, 2000: first + 0.1} if complete else {1000: first},
+            )
+        )
+    rung, why_not = rung_importance(study)
+    assert rung is not None and why_not == ""
+    assert (rung.step, rung.trials, rung.pruned) == (1000, 14, 12)
+    assert max(rung.importances, key=rung.importances.get) == "lr"
+    assert rung.label("images") == "fANOVA at 1,000 training images (14 trials, 12 pruned)"
+
+    page = write_report(study, tmp_path / "out").html.read_text()
+    assert 'id="figure-importances"' in page and "fANOVA at epoch 1000" in page
+    assert "Importances on complete trials need at least 4; this study has 2." in page
+    note = dashboard_note(["14 configurations tried"], rung, why_not, "images")
+    assert "| lr |" in note and "14 configurations tried" in note
+
+    few, why_not = rung_importance(study, min_trials=15)
+    assert few is None and "the most any rung has is 14" in why_not
+
+
 def test_pruning_summary_counts_pruning_and_early_stopping():
     study = _study("pruned", 2)
     _add(study, _interior(random.Random(1)), 0.7, epochs_run=2)  # stopped early
-    summary = pruning_summary(study, EPOCHS)
-    assert (summary.trials, summary.budget, summary.epochs_run) == (5, 20, 4 + 4 + 1 + 0 + 2)
+    summary = pruning_summary(study, "epochs", EPOCHS)
+    assert (summary.trials, summary.budget, summary.steps_run) == (5, 20, 4 + 4 + 1 + 0 + 2)
     assert summary.early_stopped == 1
     assert summary.by_state == {"COMPLETE": (3, 10), "PRUNED": (1, 1), "FAIL": (1, 0)}
     assert summary.saved_fraction == pytest.approx(9 / 20)

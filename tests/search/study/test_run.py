@@ -60,7 +60,7 @@ def test_study_reaches_its_target_resumes_and_tracks_every_trial(
         assert run.data.tags["optuna.trial_number"] == str(trial.number)
         assert run.info.run_name == f"trial-{trial.number}"
         assert run.data.params["lr"] == str(trial.params["lr"])
-        history = client.get_metric_history(run.info.run_id, "val_accuracy")
+        history = client.get_metric_history(run.info.run_id, "rung/val_accuracy")
         assert [m.step for m in history] == sorted(trial.intermediate_values)
 
 

@@ -1,0 +1,203 @@
+"""A study's trial budget, fixed when the study is created, and the arithmetic it trains in.
+
+Every new study counts its pruner steps in training images (rungs, see
+`tunelab.objectives.budget`). With a time budget and no trial target (`--timeout` alone), the
+study plans how much one trial may train: the default configuration's throughput is measured
+on this machine, and a full trial is the training one worker can do in a share of the time,
+so that the trials the pruner promotes to the end finish inside the budget. The budget is
+stored on the study (`tunelab.budget`); every worker and every later run reads it from there.
+Studies of tunelab 0.1 have none: they keep counting in epochs.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import optuna
+import torch
+
+from tunelab.objectives import keys
+from tunelab.objectives.budget import TrialBudget, epoch_budget
+from tunelab.objectives.runner import LoopConfig, Precision, TrialTraining
+from tunelab.search.spec import StudySpec, stored_values
+from tunelab.search.study.prepare import Prepared
+
+FULL_TRIAL_SHARE = 0.75
+"""A full trial may take this share of one worker's time budget: trials that start early and
+survive every rung still finish before the deadline."""
+STARTUP_S = 10.0
+"""Seconds a worker needs before its first trial trains (imports, data, checks)."""
+FIRST_RUNG_S = 2.5
+"""Under a time budget, automatic rungs take about this long on one worker: the first
+decisions on a configuration come after seconds, so many configurations get one."""
+MIN_RUNG_IMAGES = 512
+"""Smallest automatic rung: fewer images say too little about a configuration."""
+CALIBRATION_S = 2.0
+"""Seconds of training timed to measure throughput (after a short warm-up)."""
+WARMUP_STEPS = 3
+
+
+@dataclass(frozen=True)
+class BudgetPlan:
+    """A study's trial budget and where it came from (stored on the study)."""
+
+    budget: TrialBudget
+    """The trial budget."""
+    max_epochs: int
+    """The --max-epochs it was made from (a cap when it was planned for time)."""
+    planned_for_s: float | None = None
+    """The time budget it was planned for (None: not planned for time)."""
+    images_per_s: float | None = None
+    """Measured training throughput of one worker (rung evaluations included)."""
+    finish_s: float = 0.0
+    """Measured time to score a trial's best weights on all of validation and finalize it:
+    trials stop that much before the deadline, so the study ends on time."""
+    workers: int = 1
+    """Workers it was planned for."""
+
+    def to_json(self) -> str:
+        return json.dumps({**asdict(self), "budget": asdict(self.budget)}, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> BudgetPlan:
+        values = json.loads(text)
+        return cls(**{**values, "budget": TrialBudget(**values["budget"])})
+
+    def rung_seconds(self) -> float | None:
+        """Estimated seconds one rung takes on one worker (None when never measured)."""
+        if not self.images_per_s or self.budget.unit != "images":
+            return None
+        return self.budget.rung / self.images_per_s
+
+
+def resolve_precision(name: str, device: torch.device) -> Precision:
+    """`auto`: bfloat16 autocast where the device computes bfloat16 natively, else float32."""
+    if name != "auto":
+        return name  # type: ignore[return-value]
+    if device.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+    if device.type == "cpu" and _cpu_has_native_bf16():
+        return "bf16"
+    return "fp32"
+
+
+def _cpu_has_native_bf16() -> bool:
+    """AVX-512 BF16 or AMX: oneDNN runs bfloat16 convolutions natively (about twice float32's
+    speed on such CPUs); elsewhere it emulates them, slower than float32."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:  # not Linux: stay with float32
+        return False
+    return " avx512_bf16" in flags or " amx_bf16" in flags
+
+
+@dataclass(frozen=True)
+class Throughput:
+    """What one trial of the default configuration costs on this machine."""
+
+    images_per_s: float
+    """Training images per second, the rung evaluation it pays per rung included."""
+    finish_s: float
+    """Seconds to score the best weights on all of validation and finalize the trial."""
+
+
+def measure_throughput(prepared: Prepared, budget: TrialBudget, threads: int | None) -> Throughput:
+    """Time the task's default configuration on this device, with `threads` CPU threads."""
+    task, spec = prepared.task, prepared.spec
+    hp = task.suggest(
+        optuna.trial.FixedTrial(prepared.space.default_trial_params()), prepared.space
+    )
+    loop = LoopConfig(
+        budget=budget,
+        device=str(prepared.device),
+        precision=resolve_precision(spec.precision, prepared.device),
+    )
+    previous = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        with torch.random.fork_rng(devices=[]):
+            training = TrialTraining(task, hp, prepared.data.channels_last(), loop, seed=0)
+            steps = training.steps()
+            for _ in range(WARMUP_STEPS):
+                next(steps)
+            _sync(prepared.device)
+            start, images = time.perf_counter(), training.state.images
+            while time.perf_counter() - start < CALIBRATION_S:
+                next(steps)
+            _sync(prepared.device)
+            train_s = time.perf_counter() - start
+            trained = training.state.images - images
+            data = training.data
+            rung = data.val.head(spec.rung_val_images or len(data.val))
+            start = time.perf_counter()
+            task.evaluate(training.parts, hp, data, rung, training.context())
+            eval_s = time.perf_counter() - start
+            start = time.perf_counter()
+            task.evaluate(training.parts, hp, data, data.val, training.context())
+            task.finalize(training.parts, hp, data)
+            finish_s = time.perf_counter() - start
+    finally:
+        torch.set_num_threads(previous)
+    per_image = train_s / max(1, trained)
+    return Throughput(budget.rung / (budget.rung * per_image + eval_s), finish_s)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def plan_budget(
+    prepared: Prepared, workers: int, threads: int | None, train_size: int
+) -> BudgetPlan:
+    """The trial budget of a new study: --max-epochs in rungs; with a time budget and no trial
+    target, cut so that a full trial fits FULL_TRIAL_SHARE of one worker's time."""
+    spec = prepared.spec
+    budget = epoch_budget(spec.max_epochs, train_size, spec.rung_images)
+    if spec.timeout is None or spec.n_trials is not None:
+        return BudgetPlan(budget=budget, max_epochs=spec.max_epochs)
+    measured = measure_throughput(prepared, budget, threads)
+    rung = budget.rung
+    if spec.rung_images is None:  # rungs of FIRST_RUNG_S seconds, no larger than automatic
+        rung = max(MIN_RUNG_IMAGES, min(rung, round(measured.images_per_s * FIRST_RUNG_S)))
+    seconds = max(0.0, spec.timeout - STARTUP_S - measured.finish_s)
+    usable = seconds * measured.images_per_s * FULL_TRIAL_SHARE
+    most = math.ceil(spec.max_epochs * train_size / rung)
+    rungs = max(1, min(most, math.floor(usable / rung)))
+    return BudgetPlan(
+        budget=TrialBudget(unit="images", rung=rung, max_rungs=rungs, train_size=train_size),
+        max_epochs=spec.max_epochs,
+        planned_for_s=spec.timeout,
+        images_per_s=measured.images_per_s,
+        finish_s=measured.finish_s,
+        workers=workers,
+    )
+
+
+def stored_plan(study: optuna.Study, spec: StudySpec, train_size: int) -> BudgetPlan | None:
+    """The plan stored on an existing study; for a tunelab 0.1 study, its epochs; None for a
+    study that has none yet."""
+    text = study.user_attrs.get(keys.BUDGET)
+    if text:
+        return BudgetPlan.from_json(text)
+    if keys.SPEC in study.user_attrs:  # made by tunelab 0.1: one rung per epoch
+        budget = TrialBudget(
+            unit="epochs", rung=train_size, max_rungs=spec.max_epochs, train_size=train_size
+        )
+        return BudgetPlan(budget=budget, max_epochs=spec.max_epochs)
+    return None
+
+
+def recorded_budget(study: optuna.Study) -> tuple[str, int | None]:
+    """A study's step unit (images or epochs) and the step of a full trial (None: unknown,
+    e.g. a study not made by tunelab)."""
+    text = study.user_attrs.get(keys.BUDGET)
+    if text:
+        budget = BudgetPlan.from_json(text).budget
+        return budget.unit, budget.max_step
+    return "epochs", stored_values(study.user_attrs.get(keys.SPEC)).get("max_epochs")
