@@ -23,7 +23,7 @@ import torch
 from tunelab.objectives import keys
 from tunelab.objectives.budget import TrialBudget, epoch_budget
 from tunelab.objectives.runner import LoopConfig, Precision, TrialTraining
-from tunelab.search.spec import StudySpec, stored_values
+from tunelab.search.spec import DEFAULT_EPOCHS, SpecError, StudySpec, stored_values
 from tunelab.search.study.prepare import Prepared
 
 FULL_TRIAL_SHARE = 0.75
@@ -39,6 +39,11 @@ MIN_RUNG_IMAGES = 512
 CALIBRATION_S = 2.0
 """Seconds of training timed to measure throughput (after a short warm-up)."""
 WARMUP_STEPS = 3
+MAX_PLANNED_EPOCHS = 3 * DEFAULT_EPOCHS
+"""Without --max-epochs, a trial planned for a time budget trains at most this many epochs:
+on a small data set a budget affords far longer trials, but then only the default
+configuration (which always trains its whole budget) would finish; at this length searched
+configurations finish too."""
 
 
 @dataclass(frozen=True)
@@ -47,8 +52,8 @@ class BudgetPlan:
 
     budget: TrialBudget
     """The trial budget."""
-    max_epochs: int
-    """The --max-epochs it was made from (a cap when it was planned for time)."""
+    max_epochs: int | None
+    """The --max-epochs it was made from (None: automatic; a cap when planned for time)."""
     planned_for_s: float | None = None
     """The time budget it was planned for (None: not planned for time)."""
     images_per_s: float | None = None
@@ -158,7 +163,7 @@ def plan_budget(
     """The trial budget of a new study: --max-epochs in rungs; with a time budget and no trial
     target, cut so that a full trial fits FULL_TRIAL_SHARE of one worker's time."""
     spec = prepared.spec
-    budget = epoch_budget(spec.max_epochs, train_size, spec.rung_images)
+    budget = epoch_budget(spec.max_epochs or DEFAULT_EPOCHS, train_size, spec.rung_images)
     if spec.timeout is None or spec.n_trials is not None:
         return BudgetPlan(budget=budget, max_epochs=spec.max_epochs)
     measured = measure_throughput(prepared, budget, threads)
@@ -167,7 +172,7 @@ def plan_budget(
         rung = max(MIN_RUNG_IMAGES, min(rung, round(measured.images_per_s * FIRST_RUNG_S)))
     seconds = max(0.0, spec.timeout - STARTUP_S - measured.finish_s)
     usable = seconds * measured.images_per_s * FULL_TRIAL_SHARE
-    most = math.ceil(spec.max_epochs * train_size / rung)
+    most = math.ceil((spec.max_epochs or MAX_PLANNED_EPOCHS) * train_size / rung)
     rungs = max(1, min(most, math.floor(usable / rung)))
     return BudgetPlan(
         budget=TrialBudget(unit="images", rung=rung, max_rungs=rungs, train_size=train_size),
@@ -186,10 +191,10 @@ def stored_plan(study: optuna.Study, spec: StudySpec, train_size: int) -> Budget
     if text:
         return BudgetPlan.from_json(text)
     if keys.SPEC in study.user_attrs:  # made by tunelab 0.1: one rung per epoch
-        budget = TrialBudget(
-            unit="epochs", rung=train_size, max_rungs=spec.max_epochs, train_size=train_size
-        )
-        return BudgetPlan(budget=budget, max_epochs=spec.max_epochs)
+        epochs = stored_values(study.user_attrs[keys.SPEC]).get("max_epochs")
+        epochs = epochs or spec.max_epochs or DEFAULT_EPOCHS
+        budget = TrialBudget(unit="epochs", rung=train_size, max_rungs=epochs, train_size=train_size)
+        return BudgetPlan(budget=budget, max_epochs=epochs)
     return None
 
 
@@ -201,3 +206,12 @@ def recorded_budget(study: optuna.Study) -> tuple[str, int | None]:
         budget = BudgetPlan.from_json(text).budget
         return budget.unit, budget.max_step
     return "epochs", stored_values(study.user_attrs.get(keys.SPEC)).get("max_epochs")
+
+
+def check_same_budget(plan: BudgetPlan, spec: StudySpec) -> None:
+    """A resumed study keeps its trial budget: an explicit other --max-epochs is refused."""
+    if spec.max_epochs is not None and plan.max_epochs not in (None, spec.max_epochs):
+        raise SpecError(
+            f"study '{spec.name}' trains trials for --max-epochs {plan.max_epochs}; resume it "
+            "without --max-epochs (or with that) or use another --study-name"
+        )

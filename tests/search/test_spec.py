@@ -92,8 +92,10 @@ def test_stored_spec_round_trip_and_identity_conflicts():
     assert again.params == {"lr": 0.01} and again.max_epochs == 3 and again.name == "x"
     other = StudySpec(task="cnn", dataset="mnist5k", params={"lr": 0.01}, max_epochs=3)
     assert other.conflicts_with(spec.to_json()) == ["dataset: stored 'digits', asked 'mnist5k'"]
-    changed = StudySpec(task="cnn", dataset="digits", params={"lr": 0.01}, max_epochs=9)
-    assert changed.conflicts_with(spec.to_json()) == ["max_epochs: stored 3, asked 9"]
+    changed = StudySpec(task="cnn", dataset="digits", params={"lr": 0.02}, max_epochs=3)
+    assert changed.conflicts_with(spec.to_json()) == [
+        "params: stored {'lr': 0.01}, asked {'lr': 0.02}"
+    ]
     later = StudySpec(task="cnn", dataset="digits", params={"lr": 0.01}, max_epochs=3, seed=4)
     assert later.conflicts_with(spec.to_json()) == []  # not part of the study's identity
 
@@ -101,8 +103,8 @@ def test_stored_spec_round_trip_and_identity_conflicts():
 def test_stored_and_identity_fields_come_from_the_declarations():
     assert set(identity_fields()) == {
         *("task", "dataset", "limit_train", "params", "task_options"),
-        *("max_epochs", "rung_images", "rung_val_images"),  # what makes trials comparable
-    }
+        *("rung_images", "rung_val_images"),  # what makes trials comparable
+    }  # the epoch budget is checked against the study's stored plan (check_same_budget)
     assert set(identity_fields()) <= set(stored_fields())
     for local in ("storage", "device", "workers", "threads", "quiet", "timeout", "study_name"):
         assert local not in stored_fields()  # a joining process sets these itself
