@@ -1,0 +1,129 @@
+"""Multi-objective search with and without pruning: the same time budget, side by side.
+
+Both runs are the real `tunelab run cnn --dataset mnist5k --objectives val_accuracy,params
+--timeout T` in a fresh folder (SQLite, MLflow, checkpoints, `--workers auto`), one after the
+other, the same seed; one prunes with tunelab's Pareto successive halving (`--pruner auto`),
+the other trains every trial to its end (`--pruner none`). Read back through Optuna, each
+prints: trials, how many were pruned, the epochs trained against a search without pruning,
+the front's size, the span of its parameter counts, and its hypervolume.
+
+Hypervolume: in (val_accuracy, log10 params), against the reference point
+val_accuracy = 0.90, params = 1,000,000 (10**6): the area a front dominates inside
+[0.90, 1] x [.., 6]. Points outside count for nothing. The last line is the pruned search's
+hypervolume over the unpruned one's.
+
+Goals (issue 11): the pruned search's front has >= 5 points spanning >= 10x in parameters,
+its hypervolume is >= 95% of the unpruned search's, and >= 40% of its trials are pruned.
+Run it on a quiet machine (it takes 2 x SECONDS plus start-up):
+
+    .venv/bin/python benchmarks/pareto.py [--seconds 300] [--seed 0]
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import optuna
+from optuna.trial import TrialState
+
+from tunelab.objectives import keys
+from tunelab.search.analysis.report import pruning_summary
+from tunelab.search.study.budget import recorded_budget
+from tunelab.search.study.pareto import front, hypervolume
+
+TUNELAB = Path(sys.executable).with_name("tunelab")
+REFERENCE = (0.90, 6.0)
+"""Hypervolume reference point: (val_accuracy, log10 params)."""
+STUDY = "pareto"
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What one search found."""
+
+    pruner: str
+    trials: int
+    pruned: int
+    """Pruned by the pruner (not counting trials ended for a constraint)."""
+    saved: float
+    """Fraction of a no-pruning, no-early-stopping budget the trials did not train."""
+    front: list[tuple[int, float, float]]
+    """(trial, val_accuracy, params) of each point of the front."""
+    seconds: float
+
+    @property
+    def span(self) -> float:
+        params = [p for _, _, p in self.front]
+        return max(params) / min(params) if params else 0.0
+
+    @property
+    def hypervolume(self) -> float:
+        points = [(a, math.log10(p)) for _, a, p in self.front]
+        return hypervolume(points, REFERENCE, ("maximize", "minimize"))
+
+    def line(self) -> str:
+        return (
+            f"{self.pruner:>5}: {self.trials} trials, {self.pruned} pruned "
+            f"({self.pruned / max(1, self.trials):.0%}), {self.saved:.0%} of the full budget "
+            f"saved; front {len(self.front)} points spanning {self.span:.1f}x in params, "
+            f"hypervolume {self.hypervolume:.4f} ({self.seconds:.0f} s)"
+        )
+
+
+def run(pruner: str, seconds: float, seed: int, workdir: Path) -> Outcome:
+    storage = f"sqlite:///{workdir / 'studies.db'}"
+    args = [
+        str(TUNELAB),
+        "run",
+        "cnn",
+        *("--dataset", "mnist5k", "--study-name", STUDY, "--seed", str(seed)),
+        *("--objectives", "val_accuracy,params", "--pruner", pruner),
+        *("--timeout", str(seconds), "--storage", storage, "--quiet"),
+        *("--tracking-uri", f"sqlite:///{workdir / 'mlruns' / 'mlflow.db'}"),
+    ]
+    started = time.time()
+    subprocess.run(args, cwd=workdir, check=True, stdout=subprocess.DEVNULL)
+    elapsed = time.time() - started
+    study = optuna.load_study(study_name=STUDY, storage=storage)
+    trials = study.get_trials(states=(TrialState.COMPLETE, TrialState.PRUNED))
+    pruned = [
+        t for t in trials if t.state == TrialState.PRUNED and not t.user_attrs.get(keys.INFEASIBLE)
+    ]
+    unit, max_step = recorded_budget(study)
+    saved = pruning_summary(study, unit, max_step).saved_fraction
+    points = [(t.number, t.values[0], t.values[1]) for t in front(study)]
+    return Outcome(pruner, len(trials), len(pruned), saved, points, elapsed)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=300, help="time budget of each search")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    outcomes = []
+    for pruner in ("auto", "none"):
+        with tempfile.TemporaryDirectory(prefix=f"tunelab-pareto-{pruner}-") as tmp:
+            outcomes.append(run(pruner, args.seconds, args.seed, Path(tmp)))
+            print(outcomes[-1].line(), flush=True)
+    pruned, full = outcomes
+    for outcome in outcomes:
+        points = ", ".join(f"{a:.4f}@{p:,.0f}" for _, a, p in outcome.front)
+        print(f"{outcome.pruner:>5} front (val_accuracy@params): {points}")
+    print(
+        f"reference point: val_accuracy {REFERENCE[0]}, params 10**{REFERENCE[1]:g}; "
+        f"goals: >= 5 points (pruned: {len(pruned.front)}), >= 10x span ({pruned.span:.1f}x), "
+        f">= 40% pruned ({pruned.pruned / max(1, pruned.trials):.0%})"
+    )
+    ratio = pruned.hypervolume / full.hypervolume if full.hypervolume else float("nan")
+    print(f"hypervolume pruned / unpruned: {ratio:.3f} (goal >= 0.95)")
+
+
+if __name__ == "__main__":
+    main()
