@@ -33,9 +33,9 @@ def modules() -> dict[str, Path]:
             if parts[-1] == "__init__":
                 parts = parts[:-1]
             found[".".join((layer, *parts))] = path
-    main = package_root("tunelab") / "__main__.py"
-    if main.exists():
-        found["tunelab.__main__"] = main
+    for path in package_root("tunelab").glob("*.py"):  # the root: __main__, the Python API
+        if path.name != "__init__.py":
+            found[f"tunelab.{path.stem}"] = path
     return found
 
 
@@ -122,6 +122,17 @@ def test_no_import_cycle_anywhere_in_the_package():
 
 def test_cycle_detection_finds_a_cycle():
     assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+
+
+def test_the_package_root_is_the_top_layer():
+    """`tunelab` itself and its API use every layer; no layer imports them."""
+    graph = import_graph()
+    root = {name for name in graph if not name.startswith(LAYERS)}
+    assert {"tunelab", "tunelab.api", "tunelab.__main__"} <= root
+    assert "tunelab.search.cli.study" in graph["tunelab.api"]
+    for name, targets in graph.items():
+        if name.startswith(LAYERS):
+            assert not targets & root, f"{name} imports {sorted(targets & root)}"
 
 
 @pytest.mark.parametrize("lower", range(len(LAYERS)))

@@ -1,0 +1,36 @@
+"""The libraries' own log lines: off behind tunelab's output, on with `--verbose`.
+
+MLflow logs its store migrations ("Creating initial MLflow database tables") and Optuna one
+INFO line per trial with every parameter; tunelab's progress display and summary say the same
+for a user. Their warnings still show.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+MLFLOW_LEVEL_ENV = "MLFLOW_LOGGING_LEVEL"
+"""MLflow's own setting of its loggers' level, read when mlflow is imported."""
+LIBRARY_LOGGERS = ("mlflow", "alembic")
+"""Loggers whose INFO lines only --verbose shows (alembic runs MLflow's migrations)."""
+
+
+def quiet_env() -> dict[str, str]:
+    """Environment that keeps MLflow's INFO lines off in this process and its children (its
+    workers, `mlflow server`), unless the user chose a level."""
+    if MLFLOW_LEVEL_ENV in os.environ:
+        return {}
+    return {MLFLOW_LEVEL_ENV: "WARNING"}
+
+
+def library_logs(verbose: bool) -> None:
+    """Show the libraries' INFO lines (verbose) or only their warnings."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.INFO if verbose else optuna.logging.WARNING)
+    if verbose:  # mlflow sets its level when imported: import it first, then lower the level
+        import mlflow  # noqa: F401
+    level = logging.INFO if verbose else logging.WARNING
+    for name in LIBRARY_LOGGERS:
+        logging.getLogger(name).setLevel(level)
