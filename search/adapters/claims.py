@@ -22,12 +22,17 @@ CLAIMS = sqlalchemy.Table(
 )
 
 
-def claim(study: optuna.Study, key: str) -> bool:
-    """True for exactly one caller per (study, key); False for every later one."""
+def _engine(study: optuna.Study) -> sqlalchemy.engine.Engine | None:
+    """The SQLAlchemy engine of the study's RDB storage (None for an in-memory study)."""
     storage = study._storage  # Optuna's RDBStorage has no public accessor for this
     while isinstance(getattr(storage, "_backend", None), optuna.storages.BaseStorage):
         storage = storage._backend  # the heartbeat / cache wrappers around the RDB storage
-    engine = getattr(storage, "engine", None)
+    return getattr(storage, "engine", None)
+
+
+def claim(study: optuna.Study, key: str) -> bool:
+    """True for exactly one caller per (study, key); False for every later one."""
+    engine = _engine(study)
     if engine is None:  # an in-memory study lives in one process: claims are local
         local = study.__dict__.setdefault("_tunelab_claims", set())
         if key in local:
@@ -44,3 +49,16 @@ def claim(study: optuna.Study, key: str) -> bool:
     except sqlalchemy.exc.IntegrityError:
         return False
     return True
+
+
+def forget_claims(study: optuna.Study) -> None:
+    """Drop the claims recorded under this study's id: a new study may reuse the id of a
+    deleted one (SQLite does), and must not inherit its decisions."""
+    engine = _engine(study)
+    if engine is None:
+        study.__dict__.pop("_tunelab_claims", None)
+        return
+    with contextlib.suppress(sqlalchemy.exc.DatabaseError):
+        _METADATA.create_all(engine, checkfirst=True)
+    with engine.begin() as connection:
+        connection.execute(CLAIMS.delete().where(CLAIMS.c.study_id == study._study_id))

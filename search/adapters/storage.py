@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 from collections.abc import Callable
 from pathlib import Path
@@ -10,12 +11,13 @@ import optuna
 import sqlalchemy
 from sqlalchemy.engine import URL, make_url
 
-from tunelab.search.spec import SpecError
+from tunelab.search.spec import SpecError, without_password
 
 SQLITE_BUSY_TIMEOUT_S = 60
 """How long a SQLite writer waits for the lock before giving up."""
 CONNECT_TIMEOUT_S = 10
 """How long to wait for a database server to answer."""
+_log = logging.getLogger(__name__)
 
 
 def parse_url(url: str, what: str = "storage") -> URL:
@@ -38,7 +40,7 @@ def shown_url(url: str) -> str:
     try:
         return make_url(url).render_as_string(hide_password=True)
     except (sqlalchemy.exc.ArgumentError, ValueError):  # not a database URL (e.g. http://)
-        return url
+        return without_password(url)
 
 
 def sqlite_path(url: URL) -> Path | None:
@@ -48,13 +50,20 @@ def sqlite_path(url: URL) -> Path | None:
     return Path(url.database)
 
 
-def check_database(url_text: str, what: str = "storage") -> None:
-    """Fail with one line unless the database answers; creates nothing but a SQLite folder."""
+def check_database(url_text: str, what: str = "storage", existing: bool = False) -> None:
+    """Fail with one line unless the database answers; creates nothing but a SQLite folder.
+
+    `existing`: for a command that only reads, a missing SQLite file is an error (opening it
+    would create an empty database where the user mistyped a path or ran in another folder).
+    """
     url = parse_url(url_text, what)
     path = sqlite_path(url)
     if path is not None:
         if path.exists() and not path.is_file():
             raise SpecError(f"{what} database {path} is not a file")
+        if existing and not path.exists():
+            flag = "--storage" if what == "storage" else "--tracking-uri"
+            raise SpecError(f"no {what} database at {path}: pass {flag}")
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -93,6 +102,22 @@ def engine_kwargs(url_text: str) -> dict:
 StaleTrialCallback = Callable[[optuna.Study, optuna.trial.FrozenTrial], None]
 
 
+class ResilientRDBStorage(optuna.storages.RDBStorage):
+    """Optuna's RDBStorage whose heartbeat survives a failed write.
+
+    Optuna's heartbeat thread ends for good at the first exception (a PostgreSQL restart,
+    SQLite locked past its timeout); the live trial then looks dead after the grace period, and
+    another worker fails it and starts a duplicate retry. A failed beat is skipped instead: the
+    next one, an interval later, goes through a fresh connection (pool_pre_ping).
+    """
+
+    def record_heartbeat(self, trial_id: int) -> None:
+        try:
+            super().record_heartbeat(trial_id)
+        except sqlalchemy.exc.SQLAlchemyError as error:
+            _log.warning("heartbeat of trial %s not recorded (%s); retrying", trial_id, error.code)
+
+
 def open_storage(
     url_text: str,
     heartbeat_interval: int | None = None,
@@ -111,4 +136,4 @@ def open_storage(
             "grace_period": grace_period,
             "heartbeat_stale_trial_callback": on_stale,
         }
-    return optuna.storages.RDBStorage(url_text, engine_kwargs=engine_kwargs(url_text), **heartbeat)
+    return ResilientRDBStorage(url_text, engine_kwargs=engine_kwargs(url_text), **heartbeat)

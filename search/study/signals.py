@@ -1,4 +1,10 @@
-"""SIGTERM as an interruption: `docker stop` and a scheduler's stop end a trial like Ctrl-C."""
+"""SIGTERM as an interruption: `docker stop` and a scheduler's stop end a trial like Ctrl-C.
+
+The first SIGINT or SIGTERM interrupts; the ones after it are ignored, so that they cannot
+break the clean-up the first one started (closing MLflow runs, recording the trial as failed).
+A terminal's Ctrl-C reaches every process of its group, and `run --workers` forwards the stop
+to its workers as well: each worker would otherwise be interrupted twice.
+"""
 
 from __future__ import annotations
 
@@ -9,10 +15,14 @@ class Terminated(KeyboardInterrupt):
     """SIGTERM (e.g. `docker stop`): handled like Ctrl-C, exit code 143."""
 
 
-def _raise_terminated(signum: int, frame: object) -> None:
-    raise Terminated()
+def _interrupt(signum: int, frame: object) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    raise Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
 
 
-def raise_on_sigterm() -> None:
-    """From now on, SIGTERM raises Terminated in the main thread."""
-    signal.signal(signal.SIGTERM, _raise_terminated)
+def interrupt_once() -> None:
+    """From now on, SIGTERM raises Terminated (and SIGINT KeyboardInterrupt) in the main
+    thread, once."""
+    signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGINT, _interrupt)

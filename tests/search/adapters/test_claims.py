@@ -6,7 +6,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import optuna
 
-from tunelab.search.adapters.claims import claim
+from tunelab.search.adapters.claims import claim, forget_claims
 
 
 def test_exactly_one_of_many_concurrent_claims_wins(storage_url):
@@ -28,3 +28,14 @@ def test_claims_are_per_study(storage_url):
 def test_an_in_memory_study_claims_locally():
     study = optuna.create_study()
     assert claim(study, "k") and not claim(study, "k")
+
+
+def test_a_recreated_study_does_not_inherit_the_claims_of_a_deleted_one(tmp_path):
+    storage = f"sqlite:///{tmp_path / 's.db'}"
+    old = optuna.create_study(study_name="s", storage=storage)
+    assert claim(old, "retry-0")
+    optuna.delete_study(study_name="s", storage=storage)
+    new = optuna.create_study(study_name="s", storage=storage)
+    assert new._study_id == old._study_id  # SQLite reuses the id
+    forget_claims(new)
+    assert claim(new, "retry-0")

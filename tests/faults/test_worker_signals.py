@@ -1,0 +1,69 @@
+"""`run --workers 2` stopped: by a terminal's Ctrl-C (SIGINT to the whole process group) and
+by SIGTERM to the parent alone. Exit 130 / 143 with no traceback, nothing left RUNNING in
+Optuna or MLflow, and the same command finishes the study (SQLite and PostgreSQL).
+
+Before the fix each worker got the Ctrl-C twice (from the terminal, then forwarded), and the
+second one could break the clean-up of the first."""
+
+import os
+import signal
+import time
+
+import optuna
+import pytest
+from mlflow import MlflowClient
+from optuna.trial import TrialState
+
+pytestmark = pytest.mark.e2e
+
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+
+
+def _wait_for_two_running(storage, process, timeout=240):
+    deadline = time.time() + timeout
+    while time.time() < deadline and process.poll() is None:
+        time.sleep(0.5)
+        try:
+            study = optuna.load_study(study_name="cnn-digits", storage=storage)
+        except KeyError:
+            continue
+        running = study.get_trials(states=(TrialState.RUNNING,))
+        if len(running) == 2 and all(t.intermediate_values for t in running):
+            return
+    os.killpg(process.pid, signal.SIGKILL)
+    pytest.fail("the two workers did not both reach a rung in time")
+
+
+@pytest.mark.parametrize(
+    ("storage_kind", "sig", "whole_group", "code"),
+    [("sqlite", signal.SIGINT, True, 130), ("postgresql", signal.SIGTERM, False, 143)],
+)
+def test_stopping_two_workers_loses_nothing(
+    cli, cli_popen, cnn_args, tmp_path, postgres, storage_kind, sig, whole_group, code
+):
+    storage = f"sqlite:///{tmp_path / 's.db'}" if storage_kind == "sqlite" else postgres.new()
+    args = cnn_args(storage, "--workers 2 --n-trials 3 --epochs 6 --patience 6 --pruner none")
+    process = cli_popen(args, cwd=tmp_path, own_group=True)
+    _wait_for_two_running(storage, process)
+    if whole_group:
+        os.killpg(process.pid, sig)
+    else:
+        process.send_signal(sig)
+    _, stderr = process.communicate(timeout=180)
+    assert process.returncode == code, stderr
+    assert "Traceback" not in stderr
+
+    study = optuna.load_study(study_name="cnn-digits", storage=storage)
+    assert not study.get_trials(states=(TrialState.RUNNING,))
+    interrupted = [t for t in study.trials if t.user_attrs.get("tunelab.fail_reason")]
+    assert len(interrupted) == 2
+    assert {t.user_attrs["tunelab.fail_reason"] for t in interrupted} == {"interrupted"}
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("cnn-digits")
+    assert not client.search_runs([experiment.experiment_id], "attributes.status = 'RUNNING'")
+
+    result = cli(args, cwd=tmp_path, timeout=600)
+    assert result.returncode == 0, result.stderr
+    study = optuna.load_study(study_name="cnn-digits", storage=storage)
+    assert len(study.get_trials(states=FINISHED)) == 3
+    assert not study.get_trials(states=(TrialState.RUNNING, TrialState.WAITING))
