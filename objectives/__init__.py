@@ -21,7 +21,7 @@ _PUBLIC = {
     "recorders": ("MemoryRecorder", "NullRecorder", "RunStatus", "TrialRecorder"),
     "registry": ("get_task", "task_names"),
     "runner": ("Diverged", "LoopConfig", "Objective", "retrain"),
-    "space": ("Param", "SearchSpace", "SearchSpaceError", "fields_of", "space_from"),
+    "space": ("Bounds", "Param", "SearchSpace", "SearchSpaceError", "fields_of", "space_from"),
 }
 _HOME = {name: module for module, names in _PUBLIC.items() for name in names}
 __all__ = sorted(_HOME)

@@ -6,6 +6,11 @@ hyperparameter dataclass), `build` (modules and optimizers for a trial budget), 
 artifacts of the best weights). The loop in `runner.py` drives them: it owns the batches, the
 rungs, logging, reporting to Optuna, pruning, early stopping and checkpoints; a task never
 loops over data or decides to stop.
+
+This is tunelab's public, versioned contract for tasks of one's own (`tunelab.Task`): a task
+outside the package is named `package.module:Class` on the command line, or registered by its
+distribution under the `tunelab.tasks` entry-point group (see `registry.py`). A task says the
+contract version it was written for in `api_version`; tunelab refuses one it cannot drive.
 """
 
 from __future__ import annotations
@@ -20,8 +25,14 @@ import torch
 
 from tunelab.objectives.budget import TrialBudget
 from tunelab.objectives.data import DataBundle, Split
+from tunelab.objectives.metrics import MetricInfo
 from tunelab.objectives.space import SearchSpace
 
+TASK_API_VERSION = 1
+"""Version of the task contract below. It changes only when a change would break a task written
+for the previous version (a step renamed, an argument added); additions with defaults keep it."""
+SUPPORTED_TASK_API_VERSIONS = (1,)
+"""Contract versions this tunelab drives."""
 EXAMPLE_ROWS = 4
 """Rows of a registered model's input example."""
 
@@ -122,6 +133,8 @@ class Task(abc.ABC):
     """Whether a higher or a lower metric is better."""
     hparams_type: ClassVar[type]
     """The typed hyperparameter dataclass of this task."""
+    api_version: ClassVar[int] = TASK_API_VERSION
+    """The task contract version the task was written for (TASK_API_VERSION when written)."""
 
     @abc.abstractmethod
     def search_space(self) -> SearchSpace:
@@ -155,6 +168,16 @@ class Task(abc.ABC):
     ) -> dict[str, float]:
         """Score `split` (the rung split or the whole validation split); returns val_*
         metrics, the objective among them."""
+
+    def metrics(self) -> tuple[MetricInfo, ...]:
+        """What a study may optimize or constrain (`--objectives`, `--constraint`): the
+        task's objective first, then what `evaluate` scores and `static_metrics` measures."""
+        return (MetricInfo(self.metric, self.direction, description="the task's objective"),)
+
+    def static_metrics(self, parts: Parts, data: DataBundle) -> dict[str, float]:
+        """The static metrics of `metrics()` for the built, untrained modules (parameters,
+        MACs, latency): known before training. Called only by studies that use them."""
+        return {}
 
     def trial_tags(self, data: DataBundle) -> dict[str, str]:
         """Tags for every trial's run (e.g. the feature space and checksum of a metric model)."""

@@ -21,13 +21,14 @@ from tunelab.objectives.base import (
 from tunelab.objectives.budget import TrialBudget
 from tunelab.objectives.data import DataBundle, Split
 from tunelab.objectives.images import png_bytes
+from tunelab.objectives.metrics import LATENCY_BATCH, MetricInfo, module_metrics
 from tunelab.objectives.optim import (
     OptimizerHParams,
     make_scheduler,
     optimizer_for,
     optimizer_params,
 )
-from tunelab.objectives.space import Param, SearchSpace, fields_of, space_from
+from tunelab.objectives.space import Bounds, Param, SearchSpace, fields_of, fraction, space_from
 
 EVAL_BATCH = 256
 """Images per inference batch (larger batches run slower on CPUs: they leave the cache)."""
@@ -85,8 +86,8 @@ class ClassificationTask(Task):
             [
                 *optimizer_params(lr=(1e-4, 3e-2), weight_decay=(1e-6, 1e-2)),
                 Param("lr_schedule", "categorical", choices=("constant", "cosine")),
-                Param("conv_blocks", "int", 1, 3),
-                Param("convs_per_block", "int", 1, 2),
+                Param("conv_blocks", "int", 1, 3, supported=Bounds(1, 6)),
+                Param("convs_per_block", "int", 1, 2, supported=Bounds(1, 4)),
                 Param(
                     "base_width",
                     "categorical",
@@ -102,11 +103,11 @@ class ClassificationTask(Task):
                     choices=(0, 64, 128, 256),
                     allowed=(0, 16, 32, 64, 128, 256, 512),
                 ),
-                Param("dropout", "float", 0.0, 0.5),
-                Param("rotation", "float", 0.0, 20.0),
-                Param("hflip", "float", 0.0, 0.5),
-                Param("crop_padding", "int", 0, 4),
-                Param("label_smoothing", "float", 0.0, 0.2),
+                Param("dropout", "float", 0.0, 0.5, supported=fraction()),
+                Param("rotation", "float", 0.0, 20.0, supported=Bounds(0.0, 180.0)),
+                Param("hflip", "float", 0.0, 0.5, supported=fraction(high_open=False)),
+                Param("crop_padding", "int", 0, 4, supported=Bounds(0, 16)),
+                Param("label_smoothing", "float", 0.0, 0.2, supported=fraction()),
             ],
         )
 
@@ -135,6 +136,20 @@ class ClassificationTask(Task):
     def serving_model(self, parts: Parts, data: DataBundle, seed: int) -> ServingModel:
         model = parts.modules["model"].to("cpu").eval()
         return ServingModel(model, data.test.x[:EXAMPLE_ROWS].to("cpu"), "classifier")
+
+    def metrics(self) -> tuple[MetricInfo, ...]:
+        return (
+            MetricInfo("val_accuracy", "maximize", description="validation accuracy"),
+            MetricInfo("val_loss", "minimize", description="validation cross-entropy"),
+            MetricInfo("params", "minimize", static=True, description="parameter count"),
+            MetricInfo("macs", "minimize", static=True, description="multiply-accumulates/image"),
+            MetricInfo(
+                "latency_ms", "minimize", static=True, description="inference ms/image, measured"
+            ),
+        )
+
+    def static_metrics(self, parts: Parts, data: DataBundle) -> dict[str, float]:
+        return module_metrics(parts.modules["model"], data.val.x[:LATENCY_BATCH])
 
     def train_step(
         self,

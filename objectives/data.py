@@ -187,7 +187,15 @@ def load_data(spec: DataSpec, device: torch.device | str = "cpu") -> DataBundle:
         train, val, test = _split_three(x, y, n_val=n_val, n_test=n_val)
     else:
         raise DataError(f"unknown data set '{spec.name}'; known: {', '.join(DATASET_NAMES)}")
-    if spec.limit_train is not None and spec.limit_train < len(train[1]):
+    if spec.limit_train is not None:
+        if spec.limit_train >= len(train[1]):
+            # Refused rather than clamped: --limit-train is part of the study's identity, so a
+            # clamp would give the same images two identities; and a limit past the whole
+            # split is most often the wrong data set.
+            raise DataError(
+                f"--limit-train {spec.limit_train} is not below the {len(train[1]):,} "
+                f"training images of {spec.name}: leave it out to tune on all of them"
+            )
         train = _stratified_subset(*train, size=spec.limit_train)
     bundle = DataBundle(
         name=spec.name,
@@ -251,8 +259,6 @@ IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".we
 
 
 def _image_folder(root: Path) -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
-    from PIL import Image, UnidentifiedImageError
-
     if not root.is_dir():
         raise DataError(f"image folder {root} does not exist (one sub-folder per class)")
     classes = sorted(p.name for p in root.iterdir() if p.is_dir())
@@ -264,16 +270,15 @@ def _image_folder(root: Path) -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
     ]
     if len(classes) < 2 or not files:
         raise DataError(f"image folder {root} needs at least two class sub-folders of images")
-    try:
-        images = [Image.open(f) for f, _ in files]
-        grey = all(im.mode in ("L", "1", "I;16") for im in images)
-        size = images[0].size
-        arrays = [
-            np.asarray(im.convert("L" if grey else "RGB").resize(size), dtype=np.float32)
-            for im in images
-        ]
-    except (OSError, UnidentifiedImageError) as exc:
-        raise DataError(f"cannot read an image in {root}: {exc}") from None
+    size: tuple[int, int] | None = None
+    arrays = []
+    for f, _ in files:
+        array = _read_image(f, size)
+        size = size or (array.shape[1], array.shape[0])  # every image takes the first's size
+        arrays.append(array)
+    grey = all(a.ndim == 2 for a in arrays)
+    if not grey:  # a grey image among colour ones: its value in all three channels
+        arrays = [a if a.ndim == 3 else np.repeat(a[..., None], 3, axis=2) for a in arrays]
     x = np.stack(arrays) / 255.0
     x = x[:, None] if grey else x.transpose(0, 3, 1, 2)
     y = np.array([label for _, label in files], dtype=np.int64)
@@ -281,6 +286,33 @@ def _image_folder(root: Path) -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
     if counts.min() < 3:
         raise DataError(f"image folder {root}: every class needs at least 3 images")
     return x.astype(np.float32), y, tuple(classes)
+
+
+def _read_image(path: Path, size: tuple[int, int] | None) -> np.ndarray:
+    """One image as (H, W) grey or (H, W, 3) RGB, resized to `size`; its file closed again
+    (a folder of thousands of images must not hold thousands of files open)."""
+    import warnings
+
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        # Pillow only warns between MAX_IMAGE_PIXELS and twice that, then decodes: a crafted
+        # image of a huge declared size would take gigabytes. Refuse it as Pillow's error does.
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as image:
+                mode = "L" if image.mode in ("L", "1", "I;16") else "RGB"
+                converted = image.convert(mode)
+    except (Image.DecompressionBombWarning, Image.DecompressionBombError):
+        raise DataError(
+            f"image {path} declares more than {Image.MAX_IMAGE_PIXELS:,} pixels "
+            "(a decompression bomb?): refused"
+        ) from None
+    except (OSError, UnidentifiedImageError, ValueError) as exc:
+        raise DataError(f"cannot read image {path}: {exc}") from None
+    if size is not None and converted.size != size:
+        converted = converted.resize(size)
+    return np.asarray(converted, dtype=np.float32)
 
 
 # -- splitting -----------------------------------------------------------------------------
@@ -304,7 +336,13 @@ def _split_three(x: np.ndarray, y: np.ndarray, n_val: int, n_test: int):
 def _stratified_subset(x: np.ndarray, y: np.ndarray, size: int):
     if size < len(np.unique(y)):
         raise DataError(f"--limit-train {size} is smaller than the number of classes")
-    subset, _ = _split_two(x, y, len(y) - size)
+    try:
+        subset, _ = _split_two(x, y, len(y) - size)
+    except ValueError:
+        # sklearn cannot stratify when fewer images are left out than there are classes, or
+        # a class has a single image: a seeded random subset, as `Split.head` takes.
+        keep = np.sort(np.random.default_rng(SPLIT_SEED).permutation(len(y))[:size])
+        subset = (x[keep], y[keep])
     return subset
 
 

@@ -52,8 +52,9 @@ from tunelab.objectives.fid import (
     resolve_feature_space,
 )
 from tunelab.objectives.images import image_grid_png
+from tunelab.objectives.metrics import MetricInfo, module_metrics
 from tunelab.objectives.runner import Diverged
-from tunelab.objectives.space import Param, SearchSpace, space_from
+from tunelab.objectives.space import Bounds, Param, SearchSpace, above, fraction, space_from
 
 LOSSES = ("ns", "wgan-gp")
 COLLAPSE_RATIO = 0.1
@@ -174,23 +175,40 @@ class GANTask(Task):
         widths = (8, 16, 24, 32, 48, 64, 96, 128)
         latents = (8, 16, 32, 64, 100, 128, 256)
         batches = (16, 32, 64, 128, 256)
+        lr, weight = above(0.0, 1.0), above(0.0, 1000.0)  # what the code supports
         return space_from(
             GANHParams,
             [
                 Param("latent_dim", "categorical", choices=(32, 64, 128), allowed=latents),
                 Param("g_width", "categorical", choices=(16, 32, 64), allowed=widths),
                 Param("d_width", "categorical", choices=(16, 32, 64), allowed=widths),
-                Param("lr_g", "float", 5e-5, 2e-3, log=True),
-                Param("lr_d", "float", 5e-5, 2e-3, log=True),
-                Param("beta1", "float", 0.0, 0.9),
-                Param("beta2", "float", 0.9, 0.999),
+                Param("lr_g", "float", 5e-5, 2e-3, log=True, supported=lr),
+                Param("lr_d", "float", 5e-5, 2e-3, log=True, supported=lr),
+                Param("beta1", "float", 0.0, 0.9, supported=fraction()),
+                Param("beta2", "float", 0.9, 0.999, supported=fraction()),
                 Param("batch_size", "categorical", choices=(32, 64, 128), allowed=batches),
-                Param("d_steps", "int", 1, 5),
+                Param("d_steps", "int", 1, 5, supported=Bounds(1, 20)),
                 Param("loss", "categorical", choices=LOSSES),
-                Param("label_smoothing", "float", 0.0, 0.3, when=ns),
+                Param("label_smoothing", "float", 0.0, 0.3, when=ns, supported=fraction()),
                 Param("r1", "categorical", choices=(False, True), when=ns),
-                Param("r1_weight", "float", 0.1, 20.0, log=True, when=("r1", (True,))),
-                Param("gp_weight", "float", 1.0, 50.0, log=True, when=("loss", ("wgan-gp",))),
+                Param(
+                    "r1_weight",
+                    "float",
+                    0.1,
+                    20.0,
+                    log=True,
+                    when=("r1", (True,)),
+                    supported=weight,
+                ),
+                Param(
+                    "gp_weight",
+                    "float",
+                    1.0,
+                    50.0,
+                    log=True,
+                    when=("loss", ("wgan-gp",)),
+                    supported=weight,
+                ),
             ],
         )
 
@@ -353,6 +371,23 @@ class GANTask(Task):
         gen.eval()
         with torch.inference_mode():
             return _grid_png(_to_unit(gen(parts.extra["fixed_noise"])))
+
+    def metrics(self) -> tuple[MetricInfo, ...]:
+        return (
+            MetricInfo(self.metric, "minimize", description="Frechet distance of samples"),
+            MetricInfo("g_params", "minimize", static=True, description="generator parameters"),
+            MetricInfo("g_macs", "minimize", static=True, description="generator MACs/sample"),
+            MetricInfo(
+                "g_latency_ms", "minimize", static=True, description="sampling ms/image, measured"
+            ),
+        )
+
+    def static_metrics(self, parts: Parts, data: DataBundle) -> dict[str, float]:
+        generator = parts.modules["generator"]
+        noise = torch.Generator().manual_seed(FIXED_NOISE_SEED)  # the trial's streams untouched
+        latent = torch.randn(8, generator.config.latent_dim, generator=noise)
+        latent = latent.to(data.val.x.device)
+        return module_metrics(generator, latent, prefix="g_")
 
     def serving_model(self, parts: Parts, data: DataBundle, seed: int) -> ServingModel:
         """The generator: latent codes -> images in [-1, 1]."""

@@ -40,7 +40,18 @@ PAUSED_AT = "tunelab.paused_at"
 RESUME_OF = "tunelab.resume_of"
 """On the continuation of a paused trial: that trial's number."""
 RETRY_OF = "tunelab.retry_of"
-"""On a queued retry of an interrupted trial: that trial's number."""
+"""On a queued retry of an interrupted or dead trial: that trial's number."""
+OWNER = "tunelab.owner"
+"""The process running the trial, `host:pid:start`: a trial whose owner is gone from this host
+is reclaimed at once, without waiting for its heartbeat to go stale."""
+STATIC_METRICS = "tunelab.static_metrics"
+"""Metrics of the built, untrained model (parameters, MACs, latency), measured before training
+in studies whose objectives or constraints use them: name -> value."""
+RUNG_SCORES = "tunelab.rung_scores"
+"""In a multi-objective study: the objectives scored at each rung, step (as text) -> metric ->
+value (Optuna keeps intermediate values for single-objective studies only)."""
+INFEASIBLE = "tunelab.infeasible"
+"""The constraints a trial broke before training (it was ended at once, untrained)."""
 
 # -- Optuna study user attributes -------------------------------------------------------------
 
@@ -56,6 +67,9 @@ BUDGET = "tunelab.budget"
 """The study's trial budget and rungs (TrialBudget as JSON); absent in 0.1 studies (epochs)."""
 PARENT_RUN_ID = "tunelab.mlflow_parent_run_id"
 """The study's MLflow parent run."""
+STUDY_UID = "tunelab.study_uid"
+"""A random id given to the study when it is created: what its checkpoints are keyed by, so
+that a study of the same name in another storage, or created again, never loads them."""
 
 # -- MLflow tags ------------------------------------------------------------------------------
 
@@ -79,6 +93,8 @@ LAST_EXIT_TAG = "tunelab.last_exit"
 """On a parent run: how the last process working on the study ended, when not normally."""
 EVALUATION_TAG = "tunelab.evaluation"
 """`true` on the run of `tunelab evaluate`."""
+DASHBOARD_URL_TAG = "tunelab.dashboard_url"
+"""On a trial's run: the trial in optuna-dashboard (when its URL is known)."""
 
 LEGACY_NAMES = {
     FAIL_REASON: "fail_reason",

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
-from tunelab.objectives.space import Param
+from tunelab.objectives.space import Bounds, Param, above, fraction
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
 BATCH_SIZES = (32, 64, 128, 256)
@@ -47,14 +47,16 @@ def optimizer_params(
     ranges; momentum (and Nesterov, unless `nesterov` is False) only for SGD."""
     sgd = ("optimizer", ("sgd",))
     params = [
-        Param("lr", "float", *lr, log=True),
+        Param("lr", "float", *lr, log=True, supported=above(0.0, 10.0)),
         Param("batch_size", "categorical", choices=BATCH_SIZES),
         Param("optimizer", "categorical", choices=OPTIMIZERS),
-        Param("momentum", "float", 0.5, 0.99, when=sgd),
+        Param("momentum", "float", 0.5, 0.99, when=sgd, supported=fraction()),
     ]
     if nesterov:
         params.append(Param("nesterov", "categorical", choices=(False, True), when=sgd))
-    params.append(Param("weight_decay", "float", *weight_decay, log=True))
+    params.append(
+        Param("weight_decay", "float", *weight_decay, log=True, supported=Bounds(0.0, 1.0))
+    )
     return params
 
 

@@ -62,8 +62,8 @@ class LoopConfig:
 
     budget: TrialBudget
     """The trial's rungs and budget."""
-    patience: int = 3
-    """Stop a trial after this many epochs without a better rung value."""
+    patience: float = 3
+    """Stop a trial after this many epochs without better weights."""
     seed: int = 0
     """Base seed; a trial's seed is derived from it and the trial number."""
     device: str = "cpu"
@@ -260,6 +260,34 @@ def retrain(
 # -- the objective ------------------------------------------------------------------------------
 
 
+class RungReports:
+    """How a trial's scores reach its study: Optuna's `trial.report` and the study's pruner
+    (a single objective). Multi-objective studies and constraints use a subclass
+    (`tunelab.search.multiobjective.ParetoReports`): Optuna cannot report there."""
+
+    def start(self, trial: optuna.trial.BaseTrial, training: TrialTraining, recorder) -> None:
+        """Before training: a subclass may measure the built model and end the trial
+        (raise optuna.TrialPruned) if it breaks a constraint known before training."""
+
+    def report(self, trial: optuna.trial.BaseTrial, step: int, scores: dict[str, float]) -> None:
+        """The rung's scores (the rung split's), at `step`."""
+        trial.report(float(scores[self.metric]), step)
+
+    def should_prune(self, trial: optuna.trial.BaseTrial, step: int) -> bool:
+        """Whether the trial stops at this rung (after its checkpoint is saved)."""
+        return trial.should_prune()
+
+    def result(
+        self, trial: optuna.trial.BaseTrial, value: float, scores: dict[str, float], recorder
+    ) -> float | tuple[float, ...]:
+        """What the trial returns to the study: `value`, its objective for the best weights
+        (`scores`: every metric of those weights)."""
+        return value
+
+    metric: str = ""
+    """The metric reported (set by the Objective: the task's)."""
+
+
 class Objective:
     """The callable handed to `study.optimize`: one trial of one task, start to finish."""
 
@@ -272,6 +300,8 @@ class Objective:
         recorder_factory: RecorderFactory | None = None,
         checkpoints: CheckpointStore | None = None,
         paused_at: Callable[[int], int | None] | None = None,
+        reports: RungReports | None = None,
+        end_after_tell: bool = False,
     ) -> None:
         self.task = task
         self.data = data.channels_last()
@@ -283,8 +313,17 @@ class Objective:
         self.paused_at = paused_at or (lambda number: None)
         """Trial number -> the step the pruner paused it at, when its prune is a pause (the
         trial ends, but its checkpoint stays for a continuation)."""
+        self.reports = reports or RungReports()
+        """Reports and pruning: Optuna's, or a multi-objective study's."""
+        self.reports.metric = task.metric
         self._rung_split: Split | None = None
         self._resumed_from: dict[int, int] = {}
+        self.end_after_tell = end_after_tell
+        """Close a trial's MLflow run and drop its checkpoint only once Optuna has stored the
+        trial's end (`after_tell`, a study.optimize callback): a kill before that leaves the
+        trial RUNNING with its run open and its checkpoint in place, so the retry resumes it and
+        the trial never has two finished runs. Off: ended at once (a trial run on its own)."""
+        self._endings: dict[int, tuple[TrialRecorder, str, str | None, bool]] = {}
 
     @property
     def rung_split(self) -> Split:
@@ -295,7 +334,7 @@ class Objective:
             self._rung_split = val if size is None else val.head(size)
         return self._rung_split
 
-    def __call__(self, trial: optuna.trial.BaseTrial) -> float:
+    def __call__(self, trial: optuna.trial.BaseTrial) -> float | tuple[float, ...]:
         task = self.task
         retry_of = mark_trial_start(trial)
         hp = task.suggest(trial, self.space)
@@ -305,6 +344,7 @@ class Objective:
         recorder = self.recorder_factory(trial)
         try:
             recorder.log_params(_flat_params(hp))
+            self.reports.start(trial, training, recorder)
             tags = task.trial_tags(self.data)
             if tags:
                 recorder.set_tags(tags)
@@ -315,31 +355,54 @@ class Objective:
             if paused is not None:
                 trial.set_user_attr(keys.PAUSED_AT, paused)
                 recorder.set_tags({keys.PAUSED_AT: str(paused)})
-                recorder.end("KILLED", f"paused at step {paused}")
+                self._end(trial.number, recorder, "KILLED", f"paused at step {paused}", False)
                 raise
-            recorder.end("KILLED", str(pruned) or "pruned")
-            self._remove_checkpoint(trial.number)
+            self._end(trial.number, recorder, "KILLED", str(pruned) or "pruned", True)
             raise
-        except Diverged as diverged:
-            reason = str(diverged)
+        except (Diverged, *OUT_OF_MEMORY) as error:
+            # the configuration's own doing (diverged, or too big for the device): pruned, so
+            # the sampler learns from it, and not a failure of the worker
+            reason = "out_of_memory" if isinstance(error, OUT_OF_MEMORY) else str(error)
+            del training
+            _free_device_memory()
             trial.set_user_attr(keys.FAIL_REASON, reason)
             recorder.set_tags({keys.FAIL_REASON: reason})
-            recorder.end("KILLED", reason)
-            self._remove_checkpoint(trial.number)
+            self._end(trial.number, recorder, "KILLED", reason, True)
             raise optuna.TrialPruned(reason) from None
         except BaseException as error:
             reason = _failure_reason(error)
             trial.set_user_attr(keys.FAIL_REASON, reason)
             recorder.set_tags({keys.FAIL_REASON: reason})
-            recorder.end("FAILED", reason)
+            recorder.end("FAILED", reason)  # its checkpoint stays: a retry may resume it
             raise
-        recorder.end("FINISHED")
-        self._remove_checkpoint(trial.number)
+        self._end(trial.number, recorder, "FINISHED", None, True)
         return value
+
+    def _end(
+        self, number: int, recorder: TrialRecorder, status: str, reason: str | None, drop: bool
+    ) -> None:
+        """End the trial's run (and `drop` its checkpoint), now or after Optuna's tell."""
+        if self.end_after_tell:
+            self._endings[number] = (recorder, status, reason, drop)
+        else:
+            self._settle(number, recorder, status, reason, drop)
+
+    def _settle(
+        self, number: int, recorder: TrialRecorder, status: str, reason: str | None, drop: bool
+    ) -> None:
+        recorder.end(status, reason)
+        if drop:
+            self._remove_checkpoint(number)
+
+    def after_tell(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        """study.optimize callback: Optuna has stored the trial's end; close its run."""
+        ending = self._endings.pop(trial.number, None)
+        if ending is not None:
+            self._settle(trial.number, *ending)
 
     def _train(
         self, trial: optuna.trial.BaseTrial, training: TrialTraining, recorder: TrialRecorder
-    ) -> float:
+    ) -> float | tuple[float, ...]:
         task, loop, state = self.task, self.loop, training.state
         budget = loop.budget
         if state.rungs < budget.max_rungs and state.stopped is None:
@@ -394,9 +457,9 @@ class Objective:
         )
         if self.rung_split is self.data.val:  # the rung scored all of validation: a judgement
             self._judge(training, recorder, scores)
-        trial.report(value, step)
+        self.reports.report(trial, step, scores)
         self._save_checkpoint(trial.number, training)
-        if trial.should_prune():
+        if self.reports.should_prune(trial, step):
             if not trial.user_attrs.get(keys.DEFAULT_TRIAL):
                 raise optuna.TrialPruned(f"pruned at step {step} ({task.metric}={value:.5g})")
             # The task's default configuration trains its whole budget: the search's baseline,
@@ -429,7 +492,7 @@ class Objective:
 
     def _finish(
         self, trial: optuna.trial.BaseTrial, training: TrialTraining, recorder: TrialRecorder
-    ) -> float:
+    ) -> float | tuple[float, ...]:
         """The best weights scored on the whole validation split, then the task's final
         metrics and artifacts."""
         task, state = self.task, training.state
@@ -461,7 +524,7 @@ class Objective:
         trial.set_user_attr(keys.EARLY_STOPPED, state.stopped == "early-stopped")
         if state.stopped == "deadline":
             trial.set_user_attr(keys.STOPPED_AT_DEADLINE, True)
-        return value
+        return self.reports.result(trial, value, {**scores, **final.metrics}, recorder)
 
     # -- per-rung checkpoints (crash recovery) --------------------------------------------
 
@@ -529,6 +592,14 @@ def _check_finite(metrics: dict[str, float], epoch: int) -> None:
     for name, value in metrics.items():
         if not math.isfinite(float(value)):
             raise Diverged(f"non-finite {name} ({value}) in epoch {epoch}")
+
+
+OUT_OF_MEMORY: tuple[type[BaseException], ...] = (torch.OutOfMemoryError, MemoryError)
+
+
+def _free_device_memory() -> None:
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 def _failure_reason(error: BaseException) -> str:

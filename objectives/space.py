@@ -9,6 +9,7 @@ with one clear error for an unknown name or an impossible range.
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -20,6 +21,42 @@ ParamKind = Literal["float", "int", "categorical"]
 
 class SearchSpaceError(ValueError):
     """A narrowing of the search space that cannot be applied."""
+
+
+@dataclass(frozen=True)
+class Bounds:
+    """The values the code supports for a numeric hyperparameter (wider than the range
+    searched by default): a user's narrowing must stay inside them."""
+
+    low: float = -math.inf
+    """Smallest supported value."""
+    high: float = math.inf
+    """Largest supported value."""
+    low_open: bool = False
+    """`low` itself is not supported (e.g. a learning rate of 0)."""
+    high_open: bool = False
+    """`high` itself is not supported (e.g. a dropout probability of 1)."""
+
+    def __contains__(self, value: float) -> bool:
+        above = value > self.low if self.low_open else value >= self.low
+        below = value < self.high if self.high_open else value <= self.high
+        return above and below
+
+    def __str__(self) -> str:
+        return (
+            f"{'(' if self.low_open else '['}{self.low:g}, "
+            f"{self.high:g}{')' if self.high_open else ']'}"
+        )
+
+
+def above(low: float, high: float = math.inf) -> Bounds:
+    """Bounds (low, high]: values above `low` (learning rates, loss weights)."""
+    return Bounds(low, high, low_open=True)
+
+
+def fraction(high_open: bool = True) -> Bounds:
+    """Bounds [0, 1) (a probability that must leave something, e.g. dropout) or [0, 1]."""
+    return Bounds(0.0, 1.0, high_open=high_open)
 
 
 @dataclass(frozen=True)
@@ -44,10 +81,17 @@ class Param:
     """Every value the code supports (categorical); narrowing may only pick among these."""
     when: tuple[str, tuple[Any, ...]] | None = None
     """Only sampled when another parameter takes one of these values (e.g. momentum for sgd)."""
+    supported: Bounds | None = None
+    """Every value the code supports (float and int); narrowing must stay inside. None: any
+    number (a task from a plugin that declares none); built-in tasks declare them all."""
 
     def __post_init__(self) -> None:
         if self.kind == "categorical" and not self.allowed:
             object.__setattr__(self, "allowed", tuple(self.choices))
+        if self.supported is not None and not (
+            self.low in self.supported and self.high in self.supported
+        ):  # a task definition that searches outside what it supports
+            raise TypeError(f"parameter '{self.name}': searched range outside {self.supported}")
 
     def suggest(self, trial: optuna.trial.BaseTrial) -> Any:
         if self.kind == "float":
@@ -86,13 +130,17 @@ class Param:
             raise SearchSpaceError(f"parameter '{self.name}' is numeric: use low/high")
         low = _number(self.name, override.get("low", self.low))
         high = _number(self.name, override.get("high", self.high))
-        log = bool(override.get("log", self.log))
+        log = override.get("log", self.log)
+        if not isinstance(log, bool):  # bool("no") would be True
+            raise SearchSpaceError(f"parameter '{self.name}': log must be true or false")
         if self.kind == "int" and (low != int(low) or high != int(high)):
             raise SearchSpaceError(f"parameter '{self.name}' takes integer bounds")
         if low > high:
             raise SearchSpaceError(f"parameter '{self.name}': low {low} is above high {high}")
         if log and low <= 0:
             raise SearchSpaceError(f"parameter '{self.name}': a log range needs low > 0")
+        self._check_supported(low)
+        self._check_supported(high)
         if self.kind == "float" and low == high:
             return float(low)
         return dataclasses.replace(self, low=low, high=high, log=log)
@@ -105,11 +153,21 @@ class Param:
                 )
             return value
         number = _number(self.name, value)
+        self._check_supported(number)
         if self.kind == "int":
             if number != int(number):
                 raise SearchSpaceError(f"parameter '{self.name}' takes an integer")
             return int(number)
         return number
+
+    def _check_supported(self, number: float) -> None:
+        # Caught here, before the study exists: past this point a value such as dropout 1.5
+        # fails every trial with a torch traceback.
+        if self.supported is not None and number not in self.supported:
+            raise SearchSpaceError(
+                f"parameter '{self.name}': {number:g} is outside its supported range "
+                f"{self.supported}"
+            )
 
 
 def _number(name: str, value: Any) -> float:

@@ -30,8 +30,9 @@ from tunelab.objectives.base import (
 from tunelab.objectives.budget import TrialBudget
 from tunelab.objectives.data import DataBundle, Split
 from tunelab.objectives.images import image_grid_png
+from tunelab.objectives.metrics import MetricInfo, count_parameters
 from tunelab.objectives.optim import OptimizerHParams, optimizer_for, optimizer_params
-from tunelab.objectives.space import Param, SearchSpace, fields_of, space_from
+from tunelab.objectives.space import Bounds, Param, SearchSpace, above, fields_of, space_from
 
 EVAL_BATCH = 256
 """Images per inference batch when scoring a split."""
@@ -173,15 +174,15 @@ class VAETask(Task):
                     choices=(16, 32, 48, 64),
                     allowed=(4, 8, 16, 24, 32, 48, 64, 96, 128),
                 ),
-                Param("depth", "int", 1, 3),
+                Param("depth", "int", 1, 3, supported=Bounds(1, 5)),
                 Param(
                     "fc_width",
                     "categorical",
                     choices=(0, 128, 256, 512),
                     allowed=(0, 32, 64, 128, 256, 512, 1024),
                 ),
-                Param("kl_warmup_epochs", "int", 0, 10),
-                Param("beta", "float", 0.25, 4.0, log=True),
+                Param("kl_warmup_epochs", "int", 0, 10, supported=Bounds(0, 1000)),
+                Param("beta", "float", 0.25, 4.0, log=True, supported=above(0.0, 100.0)),
             ],
         )
 
@@ -229,6 +230,18 @@ class VAETask(Task):
             "val_kl": scores["kl"],
             "val_bits_per_dim": -scores["elbo"] / (dims * math.log(2)),
         }
+
+    def metrics(self) -> tuple[MetricInfo, ...]:
+        return (
+            MetricInfo("val_elbo", "maximize", description="the beta = 1 ELBO, nats/image"),
+            MetricInfo("val_recon", "minimize", description="distortion: reconstruction nats"),
+            MetricInfo("val_kl", "minimize", description="rate: KL to the prior, nats"),
+            MetricInfo("val_bits_per_dim", "minimize", description="-ELBO in bits/dimension"),
+            MetricInfo("params", "minimize", static=True, description="parameter count"),
+        )
+
+    def static_metrics(self, parts: Parts, data: DataBundle) -> dict[str, float]:
+        return {"params": float(count_parameters(parts.modules["model"]))}
 
     def serving_model(self, parts: Parts, data: DataBundle, seed: int) -> ServingModel:
         """The decoder: latent codes -> mean images, the VAE's generative half."""

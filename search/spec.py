@@ -20,6 +20,7 @@ import inspect
 import json
 import math
 import os
+import re
 import textwrap
 import types
 import typing
@@ -27,6 +28,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from tunelab.objectives.budget import AUTO_RUNG_VAL_IMAGES
 from tunelab.search.strategies import PRUNERS, SAMPLERS
@@ -37,14 +39,44 @@ STORAGE_ENV = "TUNELAB_STORAGE"
 """Environment variable with the storage URL (keeps a password out of process arguments)."""
 TRACKING_ENV = "MLFLOW_TRACKING_URI"
 """MLflow's own environment variable for the tracking URI."""
+MLFLOW_UI_ENV = "TUNELAB_MLFLOW_UI_URL"
+"""Environment variable with the MLflow UI's base URL, for links."""
+DASHBOARD_ENV = "TUNELAB_DASHBOARD_URL"
+"""Environment variable with optuna-dashboard's base URL, for links."""
 DEVICES = ("auto", "cpu", "cuda", "mps")
 PRECISIONS = ("auto", "fp32", "bf16")
 DEFAULT_TRIALS = 20
 """The trial target of a study given neither --n-trials nor --timeout."""
+DEFAULT_EPOCHS = 10
+"""The epoch budget of a trial without --max-epochs or --timeout."""
+MIN_PATIENCE = 3
+"""Automatic early-stopping patience: at least this many epochs."""
 
 
 class SpecError(ValueError):
     """Invalid study options: reported to the user as one line, exit code 2."""
+
+
+STUDY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+"""A study name becomes a folder name (checkpoints, reports, MLflow artifacts): letters,
+digits, '.', '_' and '-', a letter or digit first (so never '.' or '..'), no '/', at most 100
+characters."""
+
+
+def check_study_name(name: str, label: str = "study name") -> str:
+    """`name`, or SpecError unless it is a safe study name (`STUDY_NAME`)."""
+    if not isinstance(name, str) or not STUDY_NAME.fullmatch(name):
+        shown = repr(name if len(str(name)) <= 60 else f"{str(name)[:60]}...")
+        raise SpecError(
+            f"{label} {shown} is not allowed: use letters, digits, '.', '_' and '-', "
+            "a letter or digit first, at most 100 characters"
+        )
+    return name
+
+
+def safe_study_name(text: str) -> str:
+    """`text` made a valid study name (the default TASK-DATASET of a folder:PATH data set)."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-._")[:100] or "study"
 
 
 @dataclass(frozen=True)
@@ -97,7 +129,7 @@ class StudySpec:
     """One hyperparameter search: what to tune, on what, how, and where results go."""
 
     task: str = option(identity=True, flag="", in_file=False)
-    """Task: cnn, vae or gan."""
+    """Task: cnn, vae, gan, a name `tunelab tasks` lists, or package.module:Class."""
     study_name: str = option("", stored=False, shown_default="TASK-DATASET")
     """Optuna study and MLflow experiment name."""
     n_trials: int | None = option(
@@ -120,9 +152,22 @@ class StudySpec:
     )
     """Tune on a stratified subset of this many training images."""
 
-    max_epochs: int = option(10, panel="Training", identity=True, minimum=1, aliases=("epochs",))
-    """Epoch budget of each trial."""
-    patience: int = option(3, panel="Training", minimum=1)
+    max_epochs: int | None = option(
+        None,
+        panel="Training",
+        minimum=1,
+        aliases=("epochs",),
+        auto=True,
+        shown_default=f"{DEFAULT_EPOCHS}, or what --timeout affords",
+    )
+    """Epoch budget of each trial (fixed when the study is created)."""
+    patience: int | None = option(
+        None,
+        panel="Training",
+        minimum=1,
+        auto=True,
+        shown_default=f"{MIN_PATIENCE}, or a third of a longer trial budget",
+    )
     """Early-stopping patience: epochs without a better objective."""
     seed: int = option(0, panel="Training")
     """Seed of the sampler and of every trial's training."""
@@ -140,6 +185,16 @@ class StudySpec:
     """Search-space narrowing: parameter -> fixed value, {low, high, log} or {choices}."""
     task_options: Mapping[str, Any] = option({}, panel="Search", identity=True, flag="")
     """Task settings that are not searched (e.g. the GAN's feature_space, fid_samples)."""
+    objectives: tuple[str, ...] = option(
+        (), panel="Search", identity=True, shown_default="the task's metric"
+    )
+    """Metrics to optimize together, comma-separated, the primary (scored during training)
+    first: e.g. val_accuracy,params for a Pareto front; `tunelab tasks` lists them."""
+    constraints: tuple[str, ...] = option(
+        (), panel="Search", identity=True, flag="--constraint", aliases=("constraint",)
+    )
+    """A bound on a metric, e.g. 'params<=100000' (repeatable); one known before training
+    ends a configuration that breaks it at once, untrained."""
     rung_images: int | None = option(
         None,
         panel="Search",
@@ -164,7 +219,7 @@ class StudySpec:
     )
     """MLflow tracking URI: a database URL or an http(s):// tracking server."""
     checkpoint_dir: str = option("checkpoints", panel="Storage and tracking")
-    """Folder of per-epoch trial checkpoints (a sub-folder per study), for crash recovery."""
+    """Trial checkpoints (per study): a folder, mlflow-artifacts:/PATH or an fsspec URL."""
 
     heartbeat_interval: int = option(10, panel="Workers and recovery", minimum=1)
     """Seconds between a running trial's heartbeats in the storage."""
@@ -189,12 +244,35 @@ class StudySpec:
         shown_default="auto: the cores shared among the CPU workers",
     )
     """CPU threads of each worker's training."""
+    mlflow_ui_url: str | None = option(
+        None,
+        panel="Storage and tracking",
+        joins=True,
+        env=MLFLOW_UI_ENV,
+        shown_default="the tracking server, or what `tunelab ui` serves",
+    )
+    """Base URL of the MLflow UI in the links tunelab prints and stores."""
+    dashboard_url: str | None = option(
+        None, panel="Storage and tracking", joins=True, env=DASHBOARD_ENV, shown_default="none"
+    )
+    """Base URL of optuna-dashboard, tagged on every trial's MLflow run."""
+    system_metrics: bool = option(False, panel="Storage and tracking", joins=True)
+    """Log CPU, memory and GPU use to every trial's MLflow run (MLflow system metrics)."""
     quiet: bool = option(False, panel="Output", stored=False, joins=True, in_file=False)
     """Plain log lines instead of the progress display."""
+    verbose: bool = option(False, panel="Output", stored=False, joins=True, in_file=False)
+    """Show the libraries' own log lines too (Optuna's per-trial lines, MLflow's migrations)."""
+
+    def __post_init__(self) -> None:
+        for f in spec_fields():
+            value = getattr(self, f.name)
+            if field_type(f)[0] is tuple and isinstance(value, (str, list)):
+                object.__setattr__(self, f.name, as_names(value))
 
     @property
     def name(self) -> str:
-        return self.study_name or f"{self.task}-{self.dataset}"
+        # a task given as package.module:Class is named by its class
+        return self.study_name or safe_study_name(f"{self.task.rpartition(':')[2]}-{self.dataset}")
 
     @property
     def trial_target(self) -> int | None:
@@ -203,9 +281,11 @@ class StudySpec:
             return self.n_trials
         return None if self.timeout or self.deadline else DEFAULT_TRIALS
 
-    @property
-    def study_checkpoint_dir(self) -> str:
-        return str(Path(self.checkpoint_dir) / self.name)
+    def patience_for(self, budget_epochs: float) -> float:
+        """Early-stopping patience in epochs: --patience, or a third of the trial budget (at
+        least MIN_PATIENCE), so that a long, time-planned trial is not stopped while its
+        learning rate is still high."""
+        return self.patience or max(MIN_PATIENCE, budget_epochs / 3)
 
     # -- validation ------------------------------------------------------------------------
 
@@ -220,10 +300,13 @@ class StudySpec:
 
     def _check_names(self) -> None:
         from tunelab.objectives.data import BUNDLED_SETS, TORCHVISION_SETS
-        from tunelab.objectives.registry import task_names
+        from tunelab.objectives.registry import known_task, task_names
 
-        if self.task not in task_names():
-            raise SpecError(f"unknown task '{self.task}'; known: {', '.join(task_names())}")
+        if not known_task(self.task):
+            raise SpecError(
+                f"unknown task '{self.task}'; known: {', '.join(task_names())}, "
+                "or package.module:Class"
+            )
         if not (
             self.dataset in BUNDLED_SETS
             or self.dataset in TORCHVISION_SETS
@@ -233,11 +316,16 @@ class StudySpec:
             raise SpecError(f"unknown data set '{self.dataset}'; known: {', '.join(known)}")
         if not self.name.strip():
             raise SpecError("--study-name must not be empty")
+        check_study_name(self.name, "--study-name")
 
     # -- persistence on the study ----------------------------------------------------------
 
     def to_json(self) -> str:
-        return json.dumps({k: getattr(self, k) for k in stored_fields()}, sort_keys=True)
+        """The stored options, as saved on the study (which optuna-dashboard shows to anyone
+        who opens it): no password, which a joining process brings itself."""
+        values = {k: getattr(self, k) for k in stored_fields()}
+        values["tracking_uri"] = without_password(values["tracking_uri"])
+        return json.dumps(values, sort_keys=True)
 
     @classmethod
     def from_stored(cls, stored: str, **overrides: Any) -> StudySpec:
@@ -254,7 +342,7 @@ class StudySpec:
         return [
             f"{k}: stored {old.get(k)!r}, asked {getattr(self, k)!r}"
             for k in identity_fields()
-            if _normal(old.get(k)) != _normal(getattr(self, k))
+            if _normal(old.get(k, _declared_default(k))) != _normal(getattr(self, k))
         ]
 
 
@@ -284,6 +372,38 @@ def file_fields() -> tuple[str, ...]:
     return tuple(f.name for f in spec_fields() if option_of(f).in_file)
 
 
+MASKED_PASSWORD = "***"
+"""What stands for a password in a URL tunelab stores or shows."""
+
+
+def without_password(url: str) -> str:
+    """The URL with its password, if any, replaced by MASKED_PASSWORD."""
+    try:
+        parts = urlsplit(url)
+        password = parts.password
+    except ValueError:
+        return url
+    if not password or password == MASKED_PASSWORD:
+        return url
+    user_info, _, host = parts.netloc.rpartition("@")
+    user = user_info.split(":", 1)[0]
+    return urlunsplit(parts._replace(netloc=f"{user}:{MASKED_PASSWORD}@{host}"))
+
+
+def with_password_of(url: str, donor: str) -> str | None:
+    """`url` (its password masked) with the password of `donor` when both name the same user
+    on the same server (a database holding the study and the runs); None otherwise."""
+    mine, theirs = urlsplit(url), urlsplit(donor)
+    if not theirs.password or (mine.username, mine.hostname, mine.port) != (
+        theirs.username,
+        theirs.hostname,
+        theirs.port,
+    ):
+        return None
+    host = mine.netloc.rpartition("@")[2]
+    return urlunsplit(mine._replace(netloc=f"{mine.username}:{theirs.password}@{host}"))
+
+
 def stored_values(stored: str | None) -> dict[str, Any]:
     """The options saved on a study (its `tunelab.spec` JSON), under their current names."""
     return _canonical_keys(json.loads(stored or "{}"))
@@ -293,6 +413,20 @@ def _canonical_keys(values: Mapping[str, Any]) -> dict[str, Any]:
     """Keys under their current names (an alias such as `epochs` -> `max_epochs`)."""
     renamed = {a: f.name for f in spec_fields() for a in option_of(f).aliases}
     return {renamed.get(k, k): v for k, v in values.items()}
+
+
+def _declared_default(name: str) -> Any:
+    """A field's declared default: what a study stored before the field existed meant."""
+    f = next(f for f in spec_fields() if f.name == name)
+    return None if f.default is dataclasses.MISSING else f.default
+
+
+def as_names(value: str | list | tuple) -> tuple[str, ...]:
+    """A list of names from text ('a,b'), or a list of texts each of which may hold several."""
+    items = [value] if isinstance(value, str) else list(value)
+    if not all(isinstance(item, str) for item in items):
+        return tuple(items)  # left for validation to refuse
+    return tuple(part.strip() for item in items for part in item.split(",") if part.strip())
 
 
 def _normal(value: Any) -> Any:
@@ -363,13 +497,21 @@ def _has_type(value: Any, kind: type) -> bool:
         )
     if kind is str:
         return isinstance(value, str)
+    if kind is tuple:
+        return isinstance(value, tuple) and all(isinstance(v, str) for v in value)
     if isinstance(kind, type) and issubclass(kind, Mapping) or kind is Mapping:
         return isinstance(value, Mapping)
     return isinstance(value, kind)
 
 
 def _type_name(kind: type) -> str:
-    names = {int: "an integer", float: "a finite number", str: "text", bool: "true or false"}
+    names = {
+        int: "an integer",
+        float: "a finite number",
+        str: "text",
+        bool: "true or false",
+        tuple: "a list of texts",
+    }
     return names.get(kind, "a mapping of names to values")
 
 

@@ -16,6 +16,8 @@ if TYPE_CHECKING:
 
 TPE_STARTUP_TRIALS = 5
 """Random trials before TPE models the search space (the enqueued default is the first)."""
+NSGA2_POPULATION = 16
+"""NSGA-II's generation size (multi-objective studies)."""
 MEDIAN_STARTUP_TRIALS = 3
 """Trials the median pruner lets finish before it prunes any."""
 REDUCTION_FACTOR = 3
@@ -60,12 +62,20 @@ def _qmc(seed: int | None) -> optuna.samplers.BaseSampler:
     return optuna.samplers.QMCSampler(seed=seed)
 
 
+def _nsga2(seed: int | None) -> optuna.samplers.BaseSampler:
+    import optuna
+
+    # a population of the size of the few dozen trials a tunelab study runs, not 50
+    return optuna.samplers.NSGAIISampler(seed=seed, population_size=NSGA2_POPULATION)
+
+
 SAMPLERS: dict[str, Callable[[int | None], optuna.samplers.BaseSampler]] = {
     "tpe": _tpe,
     "random": _random,
     "cmaes": _cmaes,
     "gp": _gp,
     "qmc": _qmc,
+    "nsga2": _nsga2,
 }
 """Sampler name -> factory taking the sampler's seed."""
 

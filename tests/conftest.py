@@ -178,9 +178,11 @@ def cache_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture
 def cli_popen():
-    """Start the real `tunelab` in the background: cli_popen(args, cwd, **env) -> Popen."""
+    """Start the real `tunelab` in the background: cli_popen(args, cwd, own_group=False,
+    **env) -> Popen; with own_group, in a process group of its own, as a terminal starts a
+    command (os.killpg then reaches it and its workers, like Ctrl-C)."""
 
-    def start(args: list[str], cwd: Path, **env: str) -> subprocess.Popen:
+    def start(args: list[str], cwd: Path, own_group: bool = False, **env: str) -> subprocess.Popen:
         return subprocess.Popen(
             [str(TUNELAB), *args],
             cwd=cwd,
@@ -188,6 +190,7 @@ def cli_popen():
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             text=True,
+            start_new_session=own_group,
         )
 
     return start

@@ -8,25 +8,83 @@ ends normally or by a signal: `StudyTracker.close` ends whatever is still open.
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 import optuna
+from optuna.trial import FrozenTrial
 
 from tunelab.objectives import keys
 from tunelab.objectives.recorders import RunStatus
 from tunelab.search.adapters.storage import check_database, parse_url, sqlite_path
-from tunelab.search.spec import SpecError
+from tunelab.search.spec import SpecError, StudySpec
 
 STATE_BY_STATUS = {"FINISHED": "COMPLETE", "KILLED": "PRUNED", "FAILED": "FAIL"}
 """The Optuna state (tag optuna.state) of each final run status."""
 HTTP_TIMEOUT_S = 10
+LOCAL_UI_URL = "http://127.0.0.1:5000"
+"""Where `tunelab ui` serves a local tracking store by default."""
+VIEW_QUERY = "workflowType=machine_learning"
+"""MLflow 3's UI opens an experiment in its GenAI view (traces) unless the URL asks for the
+model-training view, where the runs, curves and images of a study are."""
+EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
+"""The experiment tag MLflow 3 sets on experiments of model training."""
+VIEW_KEY = "tunelab"
+"""The study's saved view in the MLflow UI: MLflow's own shared view state (its "Share"
+button), kept in the experiment tag `mlflow.sharedViewState.<key>`."""
+VIEW_TAG = f"mlflow.sharedViewState.{VIEW_KEY}"
+SYSTEM_METRICS_INTERVAL_S = 10.0
+"""Seconds between two samples of the system metrics of a trial (MLflow's default)."""
+
+
+def ui_base(tracking_uri: str, ui_url: str | None = None) -> str:
+    """The MLflow UI of a store: `ui_url`, else the tracking server itself, else what
+    `tunelab ui` serves."""
+    if ui_url:
+        return ui_url.rstrip("/")
+    if tracking_uri.startswith(("http://", "https://")):
+        return tracking_uri.rstrip("/")
+    return LOCAL_UI_URL
+
+
+def experiment_url(base: str, experiment_id: str) -> str:
+    """An experiment in the MLflow UI, opened in its model-training view with the study's
+    saved view: every trial's run listed (sorted by the objective, which a column shows)."""
+    return f"{base}/#/experiments/{experiment_id}/runs?viewStateShareKey={VIEW_KEY}&{VIEW_QUERY}"
+
+
+def study_view(metric: str, direction: str) -> str:
+    """The study's saved view of its experiment, as MLflow's UI reads a shared view. Sorting by
+    a metric lists the trial runs flat (MLflow nests child runs only in its default order),
+    best first, the parent run with the study's best so far among them."""
+    column = f"metrics.`best_{metric}`"
+    return json.dumps(
+        {
+            "orderByKey": column,
+            "orderByAsc": direction == "minimize",
+            # the objective only (its defaults, source, models and data set, are empty
+            # here), first: the table draws only the columns that fit beside the run names
+            "selectedColumns": [column],
+            "columnOrder": [column],
+        }
+    )
+
+
+def run_url(base: str, experiment_id: str, run_id: str) -> str:
+    """A run's page in the MLflow UI (model-training view)."""
+    return f"{base}/#/experiments/{experiment_id}/runs/{run_id}?{VIEW_QUERY}"
+
+
+def dashboard_trial_url(base: str, study: optuna.Study, number: int) -> str:
+    """A trial in optuna-dashboard's trial list."""
+    return f"{base.rstrip('/')}/dashboard/studies/{study._study_id}/trials?numbers={number}"
 
 
 def check_tracking_uri(uri: str) -> None:
@@ -69,15 +127,40 @@ def local_artifact_root(uri: str) -> str | None:
 class StudyTracker:
     """The MLflow side of one study in one process."""
 
-    def __init__(self, tracking_uri: str, study_name: str) -> None:
+    def __init__(
+        self,
+        tracking_uri: str,
+        study_name: str,
+        ui_url: str | None = None,
+        dashboard_url: str | None = None,
+        system_metrics: bool = False,
+    ) -> None:
         from mlflow import MlflowClient
 
         self.tracking_uri = tracking_uri
         self.study_name = study_name
+        self.ui_url = ui_base(tracking_uri, ui_url)
+        """Base URL of the MLflow UI in links."""
+        self.dashboard_url = dashboard_url
+        """Base URL of optuna-dashboard (None: unknown, no link)."""
+        self.system_metrics = system_metrics
+        """Whether each trial's run logs MLflow's system metrics."""
         self.client = MlflowClient(tracking_uri=tracking_uri)
         self.experiment_id = self._experiment()
         self.parent_run_id: str | None = None
         self._open_runs: dict[str, str] = {}  # run id -> trial label, still RUNNING
+        self._monitors: dict[str, Any] = {}  # run id -> its system-metrics monitor
+
+    @classmethod
+    def for_spec(cls, spec: StudySpec) -> StudyTracker:
+        """The tracker of a study's spec: its store, its links, its system metrics."""
+        return cls(
+            spec.tracking_uri,
+            spec.name,
+            ui_url=spec.mlflow_ui_url,
+            dashboard_url=spec.dashboard_url,
+            system_metrics=spec.system_metrics,
+        )
 
     def _experiment(self) -> str:
         experiment = self.client.get_experiment_by_name(self.study_name)
@@ -86,7 +169,9 @@ class StudyTracker:
         root = local_artifact_root(self.tracking_uri)
         location = None if root is None else f"{root}/{self.study_name}"
         try:
-            return self.client.create_experiment(self.study_name, artifact_location=location)
+            return self.client.create_experiment(
+                self.study_name, artifact_location=location, tags=EXPERIMENT_KIND
+            )
         except Exception:  # another worker created it first
             experiment = self.client.get_experiment_by_name(self.study_name)
             if experiment is None:
@@ -113,6 +198,10 @@ class StudyTracker:
             self.client.update_run(run_id, status="RUNNING")
         study.set_user_attr(keys.PARENT_RUN_ID, run_id)
         self.parent_run_id = run_id
+        metric = spec_tags.get(keys.METRIC)
+        if metric and len(study.directions) == 1:
+            view = study_view(metric, study.direction.name.lower())
+            self.client.set_experiment_tag(self.experiment_id, VIEW_TAG, view)
         return run_id
 
     def _oldest_parent(self) -> str | None:
@@ -140,7 +229,57 @@ class StudyTracker:
         run_id = run.info.run_id
         trial.set_user_attr(keys.MLFLOW_RUN_ID, run_id)
         self._open_runs[run_id] = f"trial-{trial.number}"
+        if isinstance(trial, optuna.Trial):  # a real study's trial: link the two UIs
+            self._link(trial, run_id)
+        if self.system_metrics:
+            self._monitors[run_id] = self._system_metrics(run_id)
         return TrialRun(self, run_id)
+
+    def experiment_url(self) -> str:
+        return experiment_url(self.ui_url, self.experiment_id)
+
+    def run_url(self, run_id: str) -> str:
+        return run_url(self.ui_url, self.experiment_id, run_id)
+
+    def _link(self, trial: optuna.Trial, run_id: str) -> None:
+        """The trial's note in optuna-dashboard links its MLflow run; the run links back."""
+        import optuna_dashboard
+
+        url = self.run_url(run_id)
+        optuna_dashboard.save_note(trial, f"MLflow run of trial {trial.number}: [{url}]({url})\n")
+        if self.dashboard_url:
+            self.client.set_tag(
+                run_id,
+                keys.DASHBOARD_URL_TAG,
+                dashboard_trial_url(self.dashboard_url, trial.study, trial.number),
+            )
+
+    def _system_metrics(self, run_id: str):
+        """MLflow's own sampler of CPU, memory, disk, network (and GPU where its library is
+        installed), logging into the trial's run from a thread until the run ends."""
+        from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+
+        monitor = SystemMetricsMonitor(
+            run_id,
+            sampling_interval=SYSTEM_METRICS_INTERVAL_S,
+            tracking_uri=self.tracking_uri,
+        )
+        monitor.start()
+        return monitor
+
+    def best_so_far(self, metric: str) -> Callable[[optuna.Study, FrozenTrial], None]:
+        """An Optuna callback: the study's best value so far, logged on the parent run after
+        each complete trial (step = trial number), so the experiment's table sorts by it."""
+
+        def log_best(study: optuna.Study, trial: FrozenTrial) -> None:
+            if trial.state != optuna.trial.TrialState.COMPLETE or self.parent_run_id is None:
+                return
+            if len(study.directions) > 1:  # no single best value in a multi-objective study
+                return
+            best = _metrics({f"best_{metric}": study.best_value}, trial.number)
+            self.client.log_batch(self.parent_run_id, metrics=best)
+
+        return log_best
 
     def fail_dead_run(self, run_id: str) -> None:
         """Close the run of a trial whose process died, marking it as recovered."""
@@ -160,6 +299,36 @@ class StudyTracker:
                 ],
             )
             self.client.set_terminated(run_id, "FAILED")
+
+    def close_stray_runs(self, study: optuna.Study) -> list[str]:
+        """Close the trial runs still RUNNING whose trial has ended in Optuna: the process that
+        owned them died, and closing them then failed (the tracking server was down, say).
+        Optuna is the record of how a trial ended; its run follows. Returns their ids."""
+        from mlflow.entities import RunTag
+
+        try:
+            runs = self.client.search_runs(
+                [self.experiment_id],
+                f"attributes.status = 'RUNNING' and tags.`{keys.TRIAL_NUMBER_TAG}` != ''",
+                max_results=1000,
+            )
+        except Exception:  # the tracking server is down: next time
+            return []
+        states = {t.number: t.state for t in study.get_trials(deepcopy=False)}
+        closed = []
+        for run in runs:
+            number = int(run.data.tags[keys.TRIAL_NUMBER_TAG])
+            state = states.get(number)
+            if state is None or not state.is_finished():
+                continue
+            status = {"COMPLETE": "FINISHED", "PRUNED": "KILLED"}.get(state.name, "FAILED")
+            self.client.log_batch(
+                run.info.run_id,
+                tags=[RunTag(keys.RECOVERED_TAG, "true"), RunTag(keys.STATE_TAG, state.name)],
+            )
+            self.client.set_terminated(run.info.run_id, status)
+            closed.append(run.info.run_id)
+        return closed
 
     def close(self, parent_status: str, reason: str | None = None) -> None:
         """End every run this process left open, then the parent run."""
@@ -201,6 +370,9 @@ class TrialRun:
         self.client.log_batch(self.run_id, tags=[RunTag(k, str(v)[:5000]) for k, v in tags.items()])
 
     def end(self, status: RunStatus, reason: str | None = None) -> None:
+        monitor = self.tracker._monitors.pop(self.run_id, None)
+        if monitor is not None:
+            monitor.finish()
         tags = {keys.STATE_TAG: STATE_BY_STATUS[status]}
         if reason:
             tags[keys.END_REASON_TAG] = reason

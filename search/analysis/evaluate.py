@@ -57,6 +57,9 @@ class EvaluationConfig:
     """MLflow tracking URI (None = the one stored with the study)."""
     device: str | None = None
     """Training device (None = the study's)."""
+    trial: int | None = None
+    """The trial whose configuration to retrain (None = the best; with several objectives,
+    the point of the Pareto front with the best primary objective)."""
 
 
 @dataclass(frozen=True)
@@ -233,6 +236,8 @@ def evaluate_study(config: EvaluationConfig, say=print) -> Evaluation:
         raise SpecError("--seeds must be at least 1")
     study = load_study(config.study, config.storage)
     info = best_trial_info(study)
+    best = chosen_trial(study, config.trial)
+    info["mlflow_run_id"] = keys.trial_attr(best, keys.MLFLOW_RUN_ID)
     spec = stored_spec(
         study,
         storage=config.storage,
@@ -240,7 +245,6 @@ def evaluate_study(config: EvaluationConfig, say=print) -> Evaluation:
         device=config.device,
         quiet=True,
     )
-    best = study.best_trial
     best_step = keys.trial_attr(best, keys.BEST_STEP)
     if not best_step:
         raise SpecError(f"best trial {best.number} of '{config.study}' records no best step")
@@ -303,7 +307,10 @@ def evaluate_study(config: EvaluationConfig, say=print) -> Evaluation:
         },
     )
     run_id = run.info.run_id
-    model_name = f"{config.study}-best"
+    # a chosen point of a front is registered under its own name
+    model_name = (
+        f"{config.study}-best" if config.trial is None else f"{config.study}-trial-{best.number}"
+    )
     try:
         _log_run(
             client, run_id, hp, spec, best.number, best_step, budget.unit, seeds, runs, summaries
@@ -328,6 +335,28 @@ def evaluate_study(config: EvaluationConfig, say=print) -> Evaluation:
         model_version=version,
         registered_module=serving.kind,
     )
+
+
+def chosen_trial(study: optuna.Study, number: int | None) -> optuna.trial.FrozenTrial:
+    """Trial `number` (a complete one), or the best: with several objectives, the point of
+    the Pareto front with the best primary objective."""
+    from tunelab.search.study.pareto import best_primary
+
+    if number is None:
+        best = best_primary(study)
+        if best is None:
+            raise SpecError(f"study '{study.study_name}' has no complete trial yet")
+        return best
+    trials = {t.number: t for t in study.get_trials(deepcopy=False)}
+    if number not in trials:
+        raise SpecError(f"study '{study.study_name}' has no trial {number}")
+    trial = trials[number]
+    if trial.state != optuna.trial.TrialState.COMPLETE:
+        raise SpecError(
+            f"trial {number} of '{study.study_name}' is {trial.state.name.lower()}, not "
+            "complete: choose a complete trial (`tunelab best` lists the front)"
+        )
+    return trial
 
 
 def _log_run(client, run_id, hp, spec, trial, steps, unit, seeds, runs, summaries) -> None:

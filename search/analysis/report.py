@@ -26,7 +26,18 @@ from tunelab.search.adapters.tracking import open_tracking
 from tunelab.search.analysis.importance import MIN_TRIALS_AT_RUNG, rung_importance
 from tunelab.search.spec import SpecError, stored_values
 from tunelab.search.study.budget import recorded_budget
-from tunelab.search.study.queries import load_study
+from tunelab.search.study.pareto import (
+    best_primary,
+    directions,
+    feasible,
+    front_rows,
+    is_multi,
+    log_front,
+    objective_names,
+    primary_value,
+    rung_curve,
+)
+from tunelab.search.study.queries import load_study, stored_spec
 from tunelab.search.study.summary import SearchSummary
 
 REPORT_ARTIFACT_DIR = "report"
@@ -47,6 +58,8 @@ FIGURE_TITLES = {
     "timeline": "Timeline",
 }
 """Title of each figure (followed by ": <study>" in the report), in report order."""
+MULTI_OBJECTIVE_TITLES = {"pareto": "Pareto front"}
+"""Titles of the figures only a multi-objective study's report has (first in it)."""
 DEFAULT_EVALUATOR_LABEL = "PED-ANOVA (Optuna's default), complete trials"
 COMPLETE_FANOVA_LABEL = "fANOVA, complete trials"
 
@@ -185,7 +198,8 @@ def steps_of(trial: FrozenTrial) -> int:
     recorded = keys.trial_attr(trial, keys.STEPS_RUN)
     if recorded is not None:
         return int(recorded)
-    return max(trial.intermediate_values, default=0)
+    rungs = trial.user_attrs.get(keys.RUNG_SCORES, {})  # a multi-objective trial's rungs
+    return max(trial.intermediate_values or map(int, rungs), default=0)
 
 
 def pruning_summary(study: optuna.Study, unit: str, max_step: int | None) -> PruningSummary:
@@ -253,7 +267,11 @@ def _complete_importances(
     results, failures = {}, []
     for label, make in evaluators.items():
         try:
-            results[label] = optuna.importance.get_param_importances(study, evaluator=make())
+            results[label] = optuna.importance.get_param_importances(
+                study,
+                evaluator=make(),
+                target=(lambda t: t.values[0]) if is_multi(study) else None,  # the primary
+            )
         except (ValueError, RuntimeError) as exc:  # e.g. no parameter common to all trials
             failures.append(f"{label}: {exc}")
     return results, failures
@@ -263,7 +281,8 @@ def _complete_importances(
 
 
 def _titled(figure, key: str, study_name: str):
-    figure.update_layout(title={"text": f"{FIGURE_TITLES[key]}: {study_name}"})
+    title = FIGURE_TITLES.get(key) or MULTI_OBJECTIVE_TITLES[key]
+    figure.update_layout(title={"text": f"{title}: {study_name}"})
     return figure
 
 
@@ -302,13 +321,14 @@ def intermediate_values_figure(study: optuna.Study, metric: str, unit: str = "ep
     figure = go.Figure()
     shown: set[TrialState] = set()
     for trial in study.get_trials(deepcopy=False):
-        if not trial.intermediate_values:
+        curve = rung_curve(trial, metric)  # a multi-objective study's: its primary objective
+        if not curve:
             continue
-        steps = sorted(trial.intermediate_values)
+        steps = sorted(curve)
         figure.add_trace(
             go.Scatter(
                 x=steps,
-                y=[trial.intermediate_values[s] for s in steps],
+                y=[curve[s] for s in steps],
                 mode="lines+markers",
                 name=trial.state.name,
                 legendgroup=trial.state.name,
@@ -350,7 +370,7 @@ def build_sections(
     sections = []
 
     def add(key: str, make: Callable[[], object], needs_complete: bool = True) -> None:
-        title = FIGURE_TITLES[key]
+        title = FIGURE_TITLES.get(key) or MULTI_OBJECTIVE_TITLES[key]
         if needs_complete and not complete:
             sections.append(Section(key, title, note=no_complete))
             return
@@ -359,13 +379,29 @@ def build_sections(
         except (ValueError, RuntimeError) as exc:  # a plot Optuna cannot draw for this study
             sections.append(Section(key, title, note=f"Not available: {exc}"))
 
-    add("history", lambda: vis.plot_optimization_history(study, target_name=metric))
+    # several objectives: the figures of one objective show the primary, and the front comes
+    target = (lambda t: t.values[0]) if is_multi(study) else None
+    if is_multi(study):
+        names = objective_names(study)
+        if len(names) <= 3:
+            add("pareto", lambda: vis.plot_pareto_front(study, target_names=names))
+        else:
+            sections.append(
+                Section("pareto", MULTI_OBJECTIVE_TITLES["pareto"], note="More than 3 objectives.")
+            )
+    add(
+        "history",
+        lambda: vis.plot_optimization_history(study, target=target, target_name=metric),
+    )
     importances, note = param_importances(study, config, unit)
     figure = importance_figure(importances, name) if importances else None
     sections.append(Section("importances", FIGURE_TITLES["importances"], figure, note))
-    add("parallel", lambda: vis.plot_parallel_coordinate(study, target_name=metric))
-    add("slice", lambda: vis.plot_slice(study, target_name=metric))
-    if any(t.intermediate_values for t in study.get_trials(deepcopy=False)):
+    add(
+        "parallel",
+        lambda: vis.plot_parallel_coordinate(study, target=target, target_name=metric),
+    )
+    add("slice", lambda: vis.plot_slice(study, target=target, target_name=metric))
+    if any(rung_curve(t, metric) for t in study.get_trials(deepcopy=False)):
         sections.append(
             Section(
                 "intermediate",
@@ -420,24 +456,25 @@ def summary_html(
     """The report's opening: counts, best value and parameters, edge-of-range warnings."""
     trials = study.get_trials(deepcopy=False)
     counts = {s.name: sum(t.state == s for t in trials) for s in TrialState}
-    direction = study.direction.name.lower()
+    direction = "/".join(directions(study))
     found = SearchSummary.of(study)
     lines = [
         f"<p>Task <b>{html.escape(str(spec.get('task', '?')))}</b> on "
         f"<b>{html.escape(str(spec.get('dataset', '?')))}</b>; {direction} "
-        f"<b>{html.escape(metric)}</b>; sampler {html.escape(str(spec.get('sampler', '?')))}, "
+        f"<b>{html.escape(', '.join(objective_names(study)))}</b>; "
+        f"sampler {html.escape(str(spec.get('sampler', '?')))}, "
         f"pruner {html.escape(str(spec.get('pruner', '?')))}.</p>",
         f"<p>Trial budget: {html.escape(budget_text)}.</p>",
         "<p>Trials: " + ", ".join(f"{n} {s.lower()}" for s, n in counts.items() if n) + ".</p>",
         f"<p>{html.escape(found.counts())}.</p>",
     ]
-    try:
-        best = study.best_trial
-    except ValueError:
+    best = best_primary(study)
+    if best is None:
         lines.append("<p class='note'>No complete trial yet: no best value.</p>")
         return "\n".join(lines)
+    lines += front_html(study, spec)
     lines.append(
-        f"<p>Best {html.escape(metric)} = <b>{best.value:.6g}</b> (trial {best.number}, "
+        f"<p>Best {html.escape(metric)} = <b>{primary_value(best):.6g}</b> (trial {best.number}, "
         f"step {keys.trial_attr(best, keys.BEST_STEP, '?')}, MLflow run "
         f"{html.escape(str(keys.trial_attr(best, keys.MLFLOW_RUN_ID, '-')))}).</p>"
     )
@@ -463,6 +500,34 @@ def summary_html(
             f"<p>Best with the setting off (at 0, the floor of its range):</p><ul>{items}</ul>"
         )
     return "\n".join(lines)
+
+
+def front_html(study: optuna.Study, spec: dict) -> list[str]:
+    """A multi-objective study's front as a table, with its constraints' feasibility."""
+    if not is_multi(study):
+        return []
+    names = objective_names(study)
+    rows = front_rows(study)
+    lines = [
+        f"<p>Pareto front: <b>{len(rows)}</b> non-dominated trial(s) of "
+        f"{', '.join(html.escape(n) for n in names)}; the best primary objective "
+        f"({html.escape(names[0])}) comes first and is the study's best trial.</p>",
+        _table(
+            ["trial", *names, "best step"],
+            [(r["trial"], *(_format(r["values"][n]) for n in names), r["best_step"]) for r in rows],
+        ),
+    ]
+    constraints = spec.get("constraints") or []
+    if constraints:
+        ended = [t for t in study.get_trials(deepcopy=False) if t.constraints]
+        infeasible = [t for t in ended if not feasible(t)]
+        untrained = [t for t in infeasible if t.user_attrs.get(keys.INFEASIBLE)]
+        lines.append(
+            f"<p>Constraints {html.escape(', '.join(constraints))}: {len(ended) - len(infeasible)} "
+            f"feasible trial(s), {len(infeasible)} infeasible ({len(untrained)} ended before "
+            "training); the front figure greys the infeasible ones.</p>"
+        )
+    return lines
 
 
 def pruning_html(summary: PruningSummary) -> str:
@@ -515,10 +580,8 @@ def write_report(
         raise SpecError(f"study '{study.study_name}' has no trials yet")
     spec = stored_values(study.user_attrs.get(keys.SPEC))
     metric = study.user_attrs.get(keys.METRIC, "value")
-    try:
-        warnings = edge_warnings(study.best_trial, config.edge_fraction)
-    except ValueError:  # no complete trial
-        warnings = []
+    best = best_primary(study)  # several objectives: the front's best primary
+    warnings = [] if best is None else edge_warnings(best, config.edge_fraction)
     unit, max_step = recorded_budget(study)
     sections = build_sections(study, metric, config, unit)
     pruning = pruning_summary(study, unit, max_step)
@@ -562,6 +625,8 @@ def log_report(study: optuna.Study, files: ReportFiles, tracking_uri: str) -> st
             "pass --tracking-uri"
         ) from None
     client.log_artifacts(run_id, str(files.html.parent), artifact_path=REPORT_ARTIFACT_DIR)
+    if is_multi(study):  # the front as a table too, as it stands now
+        log_front(study, client, run_id)
     return run_id
 
 
@@ -579,12 +644,13 @@ def make_report(
 ) -> tuple[ReportFiles, str | None]:
     """The `tunelab report` command: write the report and log it to the parent run."""
     study = load_study(study_name, storage)
-    files = write_report(study, out_dir or default_out_dir(study_name), config)
-    run_id = None
+    uri = None
     if log_to_mlflow:
         spec = stored_values(study.user_attrs.get(keys.SPEC))
-        uri = tracking_uri or spec.get("tracking_uri")
-        if not uri:
+        if not (tracking_uri or spec.get("tracking_uri")):
             raise SpecError(f"study '{study_name}' records no tracking URI: pass --tracking-uri")
-        run_id = log_report(study, files, uri)
+        uri = stored_spec(study, storage=storage, tracking_uri=tracking_uri).tracking_uri
+        open_tracking(uri)  # a missing store is one line before any file is written
+    files = write_report(study, out_dir or default_out_dir(study_name), config)
+    run_id = None if uri is None else log_report(study, files, uri)
     return files, run_id

@@ -14,8 +14,9 @@ import warnings
 
 import typer
 
-from tunelab.search.cli import analysis, servers, study
+from tunelab.search.cli import analysis, servers, study, tasks
 from tunelab.search.cli.common import (
+    EXIT_GAVE_UP,
     EXIT_SIGINT,
     EXIT_USAGE,
     NoInterruptTraceback,
@@ -41,6 +42,7 @@ def make_app() -> typer.Typer:
         study.worker,
         study.studies,
         study.best,
+        tasks.tasks,
         analysis.report,
         servers.dashboard,
         servers.ui,
@@ -57,18 +59,21 @@ def _is_click_usage_error(exc: Exception) -> bool:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point: one line per user error, exit 2; 130 on Ctrl-C; 143 on SIGTERM."""
+    from tunelab.search.adapters.logs import library_logs, quiet_env
     from tunelab.search.adapters.tracking import telemetry_env
-    from tunelab.search.study.signals import raise_on_sigterm
+    from tunelab.search.study.signals import interrupt_once
 
     os.environ.update(telemetry_env())
+    os.environ.update(quiet_env())  # before mlflow is imported: it reads its level then
     # Optuna flags heartbeats, retries and grouped TPE as experimental: chosen on purpose here.
     warnings.filterwarnings("ignore", message=".*experimental.*")
     warnings.filterwarnings("ignore", category=FutureWarning, module="optuna")
-    raise_on_sigterm()
+    interrupt_once()
     import optuna
 
     for handler in optuna.logging.get_logger("optuna").handlers:
         handler.addFilter(NoInterruptTraceback())
+    library_logs(verbose=False)  # a command with --verbose turns them on
     command = typer.main.get_command(make_app())
     try:
         result = command.main(args=argv, prog_name="tunelab", standalone_mode=False)
@@ -78,6 +83,11 @@ def main(argv: list[str] | None = None) -> int:
     except typer.Abort:
         return EXIT_SIGINT
     except Exception as exc:
+        from tunelab.search.study.recovery import WorkerGaveUp
+
+        if isinstance(exc, WorkerGaveUp):
+            error(str(exc))
+            return EXIT_GAVE_UP
         if not _is_click_usage_error(exc):
             raise
         if type(exc).__name__ == "NoArgsIsHelpError":

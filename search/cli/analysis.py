@@ -52,6 +52,16 @@ def evaluate(
         str | None,
         typer.Option("--device", help="auto, cpu, cuda or mps.", show_default="the study's"),
     ] = None,
+    trial: Annotated[
+        int | None,
+        typer.Option(
+            "--trial",
+            min=0,
+            help="The complete trial to retrain, e.g. a point of the Pareto front "
+            "(`tunelab best` lists it); registered as STUDY-trial-N.",
+            show_default="the best (primary objective)",
+        ),
+    ] = None,
 ) -> None:
     """Retrain the best configuration on train + validation and score the test split once."""
     from rich.console import Console
@@ -64,6 +74,7 @@ def evaluate(
         seeds=seeds,
         tracking_uri=tracking_uri,
         device=device,
+        trial=trial,
     )
     result = interruptible(lambda: evaluate_study(config, say=say))
     console = Console()

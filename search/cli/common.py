@@ -12,6 +12,8 @@ import typer
 from tunelab.search.spec import DEFAULT_STORAGE, STORAGE_ENV
 from tunelab.search.study.signals import Terminated
 
+EXIT_GAVE_UP = 1
+"""A worker stopped after several trials in a row failed (not the input's fault)."""
 EXIT_USAGE = 2
 EXIT_SIGINT = 130
 EXIT_SIGTERM = 143

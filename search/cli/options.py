@@ -51,6 +51,21 @@ def _parameter(cls: type, f: dataclasses.Field, help_text: str, joining: bool) -
         return inspect.Parameter(
             f.name, inspect.Parameter.KEYWORD_ONLY, default=info, annotation=bool
         )
+    if kind is tuple:  # a list of names: repeatable, each may hold several (a,b)
+        info = typer.Option(
+            None,
+            *declarations,
+            help=help_text,
+            show_default=_shown_default(f, how, joining),
+            rich_help_panel=how.panel,
+            callback=lambda values: values or None,  # absent: None, like every other option
+        )
+        return inspect.Parameter(
+            f.name,
+            inspect.Parameter.KEYWORD_ONLY,
+            default=info,
+            annotation=typing.Optional[list[str]],  # noqa: UP045 (a runtime type, not syntax)
+        )
     # Choices are shown here and checked by StudySpec.validate, with the same one-line
     # message as a wrong value in the config file.
     metavar = "|".join(how.choices) if how.choices else None

@@ -25,6 +25,8 @@ from tunelab.search.spec import tracking_uri as resolve_tracking_uri
 LOCALHOST = "127.0.0.1"
 STOP_TIMEOUT_S = 10
 """How long a stopped server may take to exit before it is killed."""
+EXPERIMENT_LINKS = 10
+"""Studies `tunelab ui` prints a link to."""
 
 HostOpt = Annotated[str, typer.Option("--host", help="Interface to bind (0.0.0.0 = every one).")]
 PortOpt = Annotated[int, typer.Option("--port", min=1, max=65535, help="Port.")]
@@ -74,15 +76,13 @@ def ui(
     if uri.startswith(("http://", "https://")):
         print(f"{uri} is an MLflow server already: open it in a browser")
         return
-    open_tracking(uri)  # one line if the store is missing or unreachable
+    client = open_tracking(uri)  # one line if the store is missing or unreachable
     _check_port(host, port)
     command = [
         sys.executable,
         "-m",
         "mlflow",
         "server",
-        "--backend-store-uri",
-        uri,
         "--host",
         host,
         "--port",
@@ -95,10 +95,12 @@ def ui(
         # Runs logged here keep their own absolute artifact locations; this folder is only
         # for experiments created through the UI, beside the database like ours.
         command += ["--artifacts-destination", root]
-    env = {**os.environ, **telemetry_env()}
+    # the store URL (a database password, maybe) in the environment, not in `ps`
+    env = {**os.environ, **telemetry_env(), "MLFLOW_BACKEND_STORE_URI": uri}
     # MLflow 3's background job consumers: a pool of processes this local UI does not need.
     env.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
     _announce("MLflow UI", uri, f"http://{_browser_host(host)}:{port}")
+    _experiment_links(client, f"http://{_browser_host(host)}:{port}")
     # Its own process group, so Ctrl-C / SIGTERM here stop the server and its workers with it.
     server = subprocess.Popen(command, env=env, start_new_session=True)
     code = None
@@ -113,7 +115,20 @@ def ui(
 
 
 def _announce(what: str, source: str, url: str) -> None:
-    print(f"{what} for {source}: {url}  (Ctrl-C to stop)", flush=True)
+    from tunelab.search.adapters.storage import shown_url
+
+    # the source may be a database URL with its password: never print it (container logs)
+    print(f"{what} for {shown_url(source)}: {url}  (Ctrl-C to stop)", flush=True)
+
+
+def _experiment_links(client, base: str) -> None:
+    """A link per recent study, opening its experiment in MLflow's model-training view."""
+    from tunelab.search.adapters.tracking import experiment_url
+
+    recent = client.search_experiments(max_results=EXPERIMENT_LINKS + 1, order_by=["name ASC"])
+    studies = [e for e in recent if e.name != "Default"][:EXPERIMENT_LINKS]
+    for experiment in studies:
+        print(f"  {experiment.name}: {experiment_url(base, experiment.experiment_id)}")
 
 
 def _browser_host(host: str) -> str:

@@ -19,7 +19,9 @@ from tunelab.search.cli.common import StorageOpt, interruptible, say
 from tunelab.search.cli.options import argument, keyword, with_parameters
 from tunelab.search.spec import SpecError, StudySpec, build_spec, storage_url
 
-TASK = argument("task", str, "Task: cnn, vae or gan.")
+TASK = argument(
+    "task", str, "Task: cnn, vae, gan, a name `tunelab tasks` lists, or package.module:Class."
+)
 CONFIG = keyword(
     "config",
     str | None,
@@ -33,21 +35,14 @@ def run(task: str, config: str | None, **options: Any) -> None:
     its time budget."""
     started = time.time()
     spec = _spec(task, config, options, started)
-    interruptible(lambda: _run_and_report(spec))
+    interruptible(lambda: run_spec(spec))
 
 
 @with_parameters([TASK, CONFIG])
 def create(task: str, config: str | None, **options: Any) -> None:
     """Create a study without running trials, for `tunelab worker` (same options as run)."""
-    from tunelab.search.study.prepare import prepare
-    from tunelab.search.study.run import attach_parent_run, open_study
-    from tunelab.search.study.workers import plan_workers
-
     spec = _spec(task, config, options, time.time())
-    prepared = prepare(spec)
-    workers = plan_workers(spec, prepared.device, prepared.data)
-    study, plan = open_study(prepared, workers=workers.workers, threads=workers.threads)
-    attach_parent_run(prepared, study)  # before workers start, so they all share it
+    study, plan = create_study(spec)
     storage = shown_url(spec.storage)
     target = spec.trial_target or "no"
     print(f"study '{study.study_name}' ready in {storage}: target {target} trials")
@@ -55,10 +50,31 @@ def create(task: str, config: str | None, **options: Any) -> None:
     print(f"join it with: tunelab worker {study.study_name} --storage {storage}")
 
 
+def create_study(spec: StudySpec):
+    """Create (or check and resume) a study with its MLflow parent run; no trial runs.
+    Returns the study and its budget plan."""
+    from tunelab.search.adapters.logs import library_logs
+    from tunelab.search.study.prepare import prepare
+    from tunelab.search.study.run import attach_parent_run, open_study
+    from tunelab.search.study.workers import plan_workers
+
+    library_logs(spec.verbose)
+    prepared = prepare(spec)
+    workers = plan_workers(spec, prepared.device, prepared.data)
+    study, plan = open_study(prepared, workers=workers.workers, threads=workers.threads)
+    attach_parent_run(prepared, study)  # before workers start, so they all share it
+    return study, plan
+
+
 def _spec(task: str, config: str | None, options: dict[str, Any], started: float) -> StudySpec:
     """The spec of `run` / `create`; a time budget counts from the command's start."""
-    options["quiet"] = options.get("quiet") or None
-    spec = build_spec(task, config, options)
+    # a flag left off arrives as False: None lets the config file set it
+    options = {k: None if v is False else v for k, v in options.items()}
+    return with_deadline(build_spec(task, config, options), started)
+
+
+def with_deadline(spec: StudySpec, started: float) -> StudySpec:
+    """A time budget counts from `started` (the command's start)."""
     if spec.timeout and spec.deadline is None:
         spec = dataclasses.replace(spec, deadline=started + spec.timeout)
     return spec
@@ -78,6 +94,7 @@ def worker(study: str, worker_index: int | None, **options: Any) -> None:
     from tunelab.search.study.queries import join_spec
 
     started = time.time()
+    options = {k: None if v is False else v for k, v in options.items()}
     spec = join_spec(study, storage_url(options.pop("storage")), options)
     if spec.timeout and spec.deadline is None:
         spec = dataclasses.replace(spec, deadline=started + spec.timeout)
@@ -85,19 +102,19 @@ def worker(study: str, worker_index: int | None, **options: Any) -> None:
     # of `run --workers` (given its index) leaves the summary to that command.
     index = worker_index if worker_index is not None else _worker_seed_index()
     report = worker_index is None
-    interruptible(lambda: _run_and_report(spec, worker_index=index, joining=True, report=report))
+    interruptible(lambda: run_spec(spec, worker_index=index, joining=True, report=report))
 
 
-def _run_and_report(
-    spec: StudySpec, worker_index: int = 0, joining: bool = False, report: bool = True
-) -> None:
-    import optuna
-
+def run_spec(spec: StudySpec, worker_index: int = 0, joining: bool = False, report: bool = True):
+    """Run a study to its target (what `run` and `worker` do); prints its summary when
+    `report`. Returns the study."""
+    from tunelab.search.adapters.logs import library_logs
     from tunelab.search.study.prepare import prepare
     from tunelab.search.study.progress import StudyProgress
     from tunelab.search.study.run import attach_parent_run, count_finished, open_study, run_study
     from tunelab.search.study.workers import WorkerPlan, launch_workers, plan_workers
 
+    library_logs(spec.verbose)  # the progress display or --quiet lines replace theirs
     prepared = prepare(spec)
     machine = plan_workers(spec, prepared.device, prepared.data)
     if joining:  # a joining worker is one process, whatever the machine
@@ -119,9 +136,7 @@ def _run_and_report(
         _summary(spec, study, prepared.task.metric)
         if code:
             raise typer.Exit(code)
-        return
-    if not spec.quiet:  # the progress display replaces Optuna's per-trial log lines
-        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        return study
     if spec.quiet:
         outcome = run_study(prepared, worker_index=worker_index, threads=machine.threads)
     else:
@@ -135,13 +150,17 @@ def _run_and_report(
             )
     if report:
         _summary(spec, outcome.study, prepared.task.metric)
+    return outcome.study
 
 
 def _summary(spec: StudySpec, study, metric: str) -> None:
+    from tunelab.search.adapters.tracking import StudyTracker
+    from tunelab.search.study.pareto import front_lines
     from tunelab.search.study.queries import best_trial_info
     from tunelab.search.study.run import count_finished
     from tunelab.search.study.summary import SearchSummary
 
+    tracker = StudyTracker.for_spec(spec)
     summary = SearchSummary.of(study)
     target = spec.trial_target
     if target is not None:
@@ -156,6 +175,10 @@ def _summary(spec: StudySpec, study, metric: str) -> None:
         f"best trial {info['trial']}: {info['metric']} = {info['value']:.6g} "
         f"(step {info['best_step']}, MLflow run {info['mlflow_run_id']})"
     )
+    if info["mlflow_run_id"]:
+        print(f"  {tracker.run_url(info['mlflow_run_id'])}")
+    for line in front_lines(info):
+        print(line)
     against = summary.against_default(metric)
     if against:
         print(f"  {against}")
@@ -165,7 +188,10 @@ def _summary(spec: StudySpec, study, metric: str) -> None:
     me = sys.argv[0] if Path(sys.argv[0]).name == "tunelab" else "tunelab"
     storage, tracking = shown_url(spec.storage), shown_url(spec.tracking_uri)
     print("see the results:")
-    print(f"  {me} ui --tracking-uri {tracking}          # MLflow UI, http://127.0.0.1:5000")
+    if tracking.startswith(("http://", "https://")):
+        print(f"  MLflow UI: {tracker.experiment_url()}")
+    else:
+        print(f"  {me} ui --tracking-uri {tracking}   # MLflow UI: {tracker.experiment_url()}")
     print(f"  {me} dashboard --storage {storage}   # optuna-dashboard, http://127.0.0.1:8080")
     print(f"  {me} report {study.study_name} --storage {storage}   # HTML report")
 
@@ -235,7 +261,9 @@ def best(
     storage: StorageOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
-    """The best trial of a study: value, parameters and MLflow run id."""
+    """The best trial of a study: value, parameters and MLflow run id; with several
+    objectives, the Pareto front too (the best trial is its best primary objective)."""
+    from tunelab.search.study.pareto import front_lines
     from tunelab.search.study.queries import best_trial_info, load_study
 
     info = best_trial_info(load_study(study, storage_url(storage)))
@@ -246,6 +274,8 @@ def best(
     print(f"  MLflow run {info['mlflow_run_id']}, best step {info['best_step']}")
     for name, value in info["params"].items():
         print(f"  {name} = {value}")
+    for line in front_lines(info):  # a multi-objective study: its whole front
+        print(line)
 
 
 def _worker_seed_index() -> int:

@@ -193,7 +193,9 @@ def stored_plan(study: optuna.Study, spec: StudySpec, train_size: int) -> Budget
     if keys.SPEC in study.user_attrs:  # made by tunelab 0.1: one rung per epoch
         epochs = stored_values(study.user_attrs[keys.SPEC]).get("max_epochs")
         epochs = epochs or spec.max_epochs or DEFAULT_EPOCHS
-        budget = TrialBudget(unit="epochs", rung=train_size, max_rungs=epochs, train_size=train_size)
+        budget = TrialBudget(
+            unit="epochs", rung=train_size, max_rungs=epochs, train_size=train_size
+        )
         return BudgetPlan(budget=budget, max_epochs=epochs)
     return None
 

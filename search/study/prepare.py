@@ -10,8 +10,10 @@ from tunelab.objectives.base import Task
 from tunelab.objectives.data import DataBundle, DataError, DataSpec, load_data
 from tunelab.objectives.registry import get_task
 from tunelab.objectives.space import SearchSpace, SearchSpaceError
+from tunelab.search.adapters.checkpoint_stores import check_checkpoint_location
 from tunelab.search.adapters.storage import check_database
 from tunelab.search.adapters.tracking import check_tracking_uri
+from tunelab.search.multiobjective import StudyObjectives, resolve_objectives
 from tunelab.search.spec import SpecError, StudySpec
 
 
@@ -29,6 +31,8 @@ class Prepared:
     """The data set, split and on the training device."""
     device: torch.device
     """The training device."""
+    objectives: StudyObjectives | None = None
+    """What the study optimizes and its constraints (the task's metric alone by default)."""
 
 
 def resolve_device(name: str) -> torch.device:
@@ -56,8 +60,10 @@ def prepare(spec: StudySpec) -> Prepared:
         space = task.search_space().narrowed(spec.params)
     except SearchSpaceError as exc:
         raise SpecError(f"config: {exc}") from None
+    objectives = resolve_objectives(spec, task)
     check_database(spec.storage, what="storage")
     check_tracking_uri(spec.tracking_uri)
+    check_checkpoint_location(spec.checkpoint_dir, spec.tracking_uri)
     device = resolve_device(spec.device)
     try:
         data = load_data(
@@ -66,4 +72,6 @@ def prepare(spec: StudySpec) -> Prepared:
         )
     except DataError as exc:
         raise SpecError(str(exc)) from None
-    return Prepared(spec=spec, task=task, space=space, data=data, device=device)
+    return Prepared(
+        spec=spec, task=task, space=space, data=data, device=device, objectives=objectives
+    )

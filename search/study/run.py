@@ -7,27 +7,52 @@ process that works on it.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 import optuna
+import sqlalchemy
 import torch
 from optuna.trial import TrialState
 
 from tunelab.objectives import keys
-from tunelab.objectives.checkpoints import CheckpointStore, LocalCheckpoints
+from tunelab.objectives.checkpoints import CheckpointStore
 from tunelab.objectives.runner import LoopConfig, Objective
+from tunelab.search.adapters.checkpoint_stores import open_checkpoints
+from tunelab.search.adapters.claims import forget_claims
 from tunelab.search.adapters.storage import open_storage
 from tunelab.search.adapters.tracking import StudyTracker
 from tunelab.search.halving import PausingHalvingPruner
+from tunelab.search.multiobjective import (
+    name_objectives,
+    pareto_reports,
+    study_directions,
+    study_pruner,
+)
 from tunelab.search.spec import SpecError
 from tunelab.search.strategies import make_pruner, make_sampler
-from tunelab.search.study.budget import BudgetPlan, plan_budget, resolve_precision, stored_plan
+from tunelab.search.study.budget import (
+    BudgetPlan,
+    check_same_budget,
+    plan_budget,
+    resolve_precision,
+    stored_plan,
+)
+from tunelab.search.study.identity import new_study_uid, study_key
+from tunelab.search.study.pareto import is_multi, log_front
 from tunelab.search.study.prepare import Prepared
 from tunelab.search.study.progress import StudyProgress
 from tunelab.search.study.promotion import resume_promotable
-from tunelab.search.study.recovery import DeadTrialHandler, requeue_interrupted, retry_callback
+from tunelab.search.study.recovery import (
+    DeadTrialHandler,
+    FailureStreak,
+    process_owner,
+    reclaim_orphans,
+    requeue_interrupted,
+)
 
 FINISHED_STATES = (TrialState.COMPLETE, TrialState.PRUNED)
 FINISH_MARGIN_S = 5.0
@@ -35,6 +60,8 @@ FINISH_MARGIN_S = 5.0
 exit, the summary and the study's note."""
 FINISH_CONTENTION = 2.0
 """A trial's finish, measured alone, takes up to this many times longer beside other workers."""
+_log = logging.getLogger(__name__)
+T = TypeVar("T")
 WORKER_SEED_STRIDE = 7919
 """Worker i samples with seed + WORKER_SEED_STRIDE * i: a prime, so workers' sampler streams
 differ while one seed still reproduces the whole study."""
@@ -81,7 +108,7 @@ def open_study(
     threads), or load it and check it is the same search; returns it with its budget."""
     spec, task = prepared.spec, prepared.task
     storage = open_storage(
-        spec.storage, spec.heartbeat_interval, spec.grace_period, on_stale or retry_callback()
+        spec.storage, spec.heartbeat_interval, spec.grace_period, on_stale or DeadTrialHandler()
     )
     train_size = len(prepared.data.train)
     try:
@@ -92,22 +119,30 @@ def open_study(
     if existing is not None:
         _check_same_search(existing, prepared)
         plan = stored_plan(existing, spec, train_size)
+        if plan is not None:
+            check_same_budget(plan, spec)
     if plan is None:  # a new study: measured before anything is written
         plan = plan_budget(prepared, workers, threads, train_size)
     study = optuna.create_study(
         study_name=spec.name,
         storage=storage,
         sampler=make_sampler(spec.sampler, (spec.seed + WORKER_SEED_STRIDE * worker_index) % 2**32),
-        pruner=make_pruner(spec.pruner, plan.budget, timed=plan.planned_for_s is not None),
-        direction=task.direction,
+        pruner=study_pruner(
+            prepared.objectives,
+            lambda: make_pruner(spec.pruner, plan.budget, timed=plan.planned_for_s is not None),
+        ),
+        **study_directions(prepared.objectives, task),
         load_if_exists=True,
     )
     if keys.SPEC not in study.user_attrs:
+        forget_claims(study)  # of a deleted study whose id this one may reuse
+        study.set_user_attr(keys.STUDY_UID, new_study_uid())
         study.set_user_attr(keys.BUDGET, plan.to_json())
         study.set_user_attr(keys.SPEC, spec.to_json())
         study.set_user_attr(keys.TASK, task.name)
         study.set_user_attr(keys.DATASET, spec.dataset)
         study.set_user_attr(keys.METRIC, task.metric)
+        name_objectives(study, prepared.objectives)
         # A search never starts worse than the task's defaults.
         study.enqueue_trial(
             prepared.space.default_trial_params(),
@@ -121,7 +156,7 @@ def open_study(
 
 def attach_parent_run(prepared: Prepared, study: optuna.Study) -> StudyTracker:
     """The study's MLflow parent run, created before several workers start."""
-    tracker = StudyTracker(prepared.spec.tracking_uri, prepared.spec.name)
+    tracker = StudyTracker.for_spec(prepared.spec)
     tracker.attach_parent(study, study_tags(prepared))
     return tracker
 
@@ -150,6 +185,7 @@ class BetweenTrials:
         deadline: float | None,
         rung_seconds: float | None,
         checkpoints: CheckpointStore | None = None,
+        on_dead: DeadTrialHandler | None = None,
     ) -> None:
         self.counter = (
             None
@@ -161,9 +197,13 @@ class BetweenTrials:
         self.deadline = deadline
         self.rung_seconds = rung_seconds or 0.0
         self.checkpoints = checkpoints
+        self.on_dead = on_dead or DeadTrialHandler()
 
     def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         optuna.storages.fail_stale_trials(study)
+        reclaim_orphans(study, self.on_dead)
+        if self.on_dead.tracker is not None:
+            self.on_dead.tracker.close_stray_runs(study)
         if isinstance(study.pruner, PausingHalvingPruner):
             resume_promotable(study, study.pruner, self.checkpoints)
         if self.counter is not None:
@@ -185,10 +225,15 @@ def run_study(
     if threads:
         torch.set_num_threads(threads)
     dead_trials = DeadTrialHandler()
-    study, plan = open_study(prepared, worker_index, on_stale=dead_trials, threads=threads)
+    # a worker that starts while the database restarts waits for it
+    study, plan = retrying(
+        lambda: open_study(prepared, worker_index, on_stale=dead_trials, threads=threads)
+    )
     tracker = attach_parent_run(prepared, study)
     dead_trials.tracker = tracker
-    requeue_interrupted(study)
+    retrying(lambda: requeue_interrupted(study))
+    retrying(lambda: reclaim_orphans(study, dead_trials))  # a rerun resumes its dead trials
+    tracker.close_stray_runs(study)
     tags = {keys.TASK: task.name, keys.DATASET: spec.dataset}
 
     def recorder_factory(trial: optuna.trial.BaseTrial):
@@ -202,7 +247,7 @@ def run_study(
         return run
 
     budget = plan.budget
-    checkpoints = LocalCheckpoints(spec.study_checkpoint_dir)
+    checkpoints = open_checkpoints(spec.checkpoint_dir, study_key(study), spec.tracking_uri)
     pruner = study.pruner
     pausing = isinstance(pruner, PausingHalvingPruner)
     whole_val = budget.unit == "epochs" or not spec.rung_val_images
@@ -218,7 +263,7 @@ def run_study(
         prepared.space,
         LoopConfig(
             budget=budget,
-            patience=spec.patience,
+            patience=spec.patience_for(budget.epochs),
             seed=spec.seed,
             device=str(prepared.device),
             precision=resolve_precision(spec.precision, prepared.device),
@@ -228,18 +273,43 @@ def run_study(
         recorder_factory,
         checkpoints,
         paused_at=pruner.take_pause if pausing else None,
+        reports=pareto_reports(prepared.objectives, spec, budget.step(1)),
+        end_after_tell=True,
     )
     target = spec.trial_target
+    owner = process_owner()
+    failures = FailureStreak()
+
+    def owned_trial(trial: optuna.trial.Trial) -> float | tuple[float, ...]:
+        trial.set_user_attr(keys.OWNER, owner)
+        return objective(trial)
+
+    def run_trials() -> None:
+        study.optimize(
+            owned_trial,
+            timeout=None if trials_end is None else max(0.0, trials_end - time.time()),
+            # one trial's exception is that trial's failure (FAIL, with its reason); Ctrl-C
+            # and SIGTERM are not Exceptions and stop the worker
+            catch=(Exception,),
+            callbacks=[
+                objective.after_tell,  # first: the trial's run closes once its end is stored
+                failures,
+                BetweenTrials(target, trials_end, plan.rung_seconds(), checkpoints, dead_trials),
+                tracker.best_so_far(task.metric),
+            ],
+        )
+        failures.check()
+
     status, reason = "KILLED", None
     try:
-        if (target is None or count_finished(study) < target) and not _past(trials_end):
-            study.optimize(
-                objective,
-                timeout=None if trials_end is None else max(0.0, trials_end - time.time()),
-                callbacks=[BetweenTrials(target, trials_end, plan.rung_seconds(), checkpoints)],
-            )
+        work_to_target(study, run_trials, target, trials_end, dead_trials, spec.heartbeat_interval)
         finished = count_finished(study)
         status = "FINISHED" if target is None or finished >= target else "KILLED"
+        if is_multi(study) and tracker.parent_run_id:  # the front, a table on the parent run
+            log_front(study, tracker.client, tracker.parent_run_id)
+        if target is not None and finished >= target:
+            # the study is done: no retry or paused trial will need a checkpoint any more
+            checkpoints.clear()
     except KeyboardInterrupt:
         reason = "interrupted"
         raise
@@ -249,6 +319,97 @@ def run_study(
     finally:
         tracker.close(status, reason)
     return StudyOutcome(study=study, finished=finished, target=target)
+
+
+TRANSIENT_ERRORS = (sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError)
+"""Storage errors that a restart of the database server causes, and that pass."""
+TRANSIENT_GIVE_UP_S = 300.0
+"""How long a worker retries a storage that keeps failing before it stops."""
+
+
+def is_transient(error: BaseException) -> bool:
+    """Whether the error is one that a database restart causes: raised by SQLAlchemy, or by
+    Optuna's storage, which wraps it in a StorageInternalError."""
+    if isinstance(error, optuna.exceptions.StorageInternalError):
+        error = error.__cause__
+    return isinstance(error, TRANSIENT_ERRORS)
+
+
+class Backoff:
+    """Waits between attempts at a failing storage: 1 s, doubling to 30 s, for at most
+    TRANSIENT_GIVE_UP_S in a row (then the error stands)."""
+
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        self.delay, self.failing_since = 1.0, None
+
+    def wait(self, error: BaseException) -> None:
+        now = time.monotonic()
+        self.failing_since = self.failing_since or now
+        if now - self.failing_since > TRANSIENT_GIVE_UP_S:
+            raise error
+        _log.warning(
+            "storage unavailable (%s); retrying in %.0f s", type(error).__name__, self.delay
+        )
+        time.sleep(self.delay)
+        self.delay = min(30.0, self.delay * 2)
+
+
+def retrying(call: Callable[[], T]) -> T:
+    """call(), retried with backoff while it fails with a transient storage error."""
+    backoff = Backoff()
+    while True:
+        try:
+            return call()
+        except Exception as error:
+            if not is_transient(error):
+                raise
+            backoff.wait(error)
+
+
+def work_to_target(
+    study: optuna.Study,
+    run_trials: Callable[[], None],
+    target: int | None,
+    trials_end: float | None,
+    on_dead: DeadTrialHandler,
+    poll_s: float,
+) -> None:
+    """Run trials until the study holds `target` finished trials or its time budget ends.
+
+    Optuna's loop stops starting trials once finished plus running trials reach the target
+    (so K workers do not overshoot it); when the rest are other processes' trials, this waits
+    for them, reclaiming those whose owner is gone, and runs their retries: a rerun after a
+    crash, or the last worker standing, finishes the study. A storage error that a database
+    restart causes is retried with backoff for TRANSIENT_GIVE_UP_S; the trial it interrupted
+    is failed and retried from its checkpoint (its owner, this process, no longer runs it).
+    """
+    backoff = Backoff()
+    while not _past(trials_end):
+        try:
+            optuna.storages.fail_stale_trials(study)
+            reclaim_orphans(study, on_dead)
+            requeue_interrupted(study)  # e.g. one of several workers stopped: resume it here
+            finished = count_finished(study)
+            if target is not None and finished >= target:
+                return
+            pending = study.get_trials(
+                deepcopy=False, states=(TrialState.RUNNING, TrialState.WAITING)
+            )
+            waiting = any(t.state == TrialState.WAITING for t in pending)
+            if target is None or waiting or finished + len(pending) < target:
+                run_trials()
+                if target is None:
+                    return  # the time budget is spent, or the loop was stopped
+            else:
+                time.sleep(poll_s)  # other workers' trials stand between us and the target
+            backoff.reset()
+        except Exception as error:
+            if not is_transient(error):
+                raise
+            backoff.wait(error)
 
 
 def _past(deadline: float | None) -> bool:

@@ -8,6 +8,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from tunelab.objectives import keys
+from tunelab.search.study.pareto import best_primary, primary_direction, primary_value
 
 
 def _state(last: FrozenTrial) -> str:
@@ -55,10 +56,7 @@ class SearchSummary:
             chains.setdefault(root, []).append(t)
         lasts = [max(chain, key=lambda t: t.number) for chain in chains.values()]
         states = [_state(t) for t in lasts]
-        try:
-            best = study.best_trial
-        except ValueError:
-            best = None
+        best = best_primary(study)  # in a multi-objective study: the front's best primary
         default_root = next(
             (root for root, chain in chains.items() if chain[0].user_attrs.get(keys.DEFAULT_TRIAL)),
             0 if 0 in chains else None,  # studies of tunelab 0.1 enqueued it first, unmarked
@@ -79,7 +77,7 @@ class SearchSummary:
             at_deadline=sum(bool(t.user_attrs.get(keys.STOPPED_AT_DEADLINE)) for t in lasts),
             best=best,
             default=default,
-            direction=study.direction.name.lower(),
+            direction=primary_direction(study),
         )
 
     def counts(self) -> str:
@@ -100,11 +98,11 @@ class SearchSummary:
         sign = 1 if self.direction == "maximize" else -1
         if best.number == default.number:
             return f"the best is the default configuration (trial {default.number})"
-        if default.state == TrialState.COMPLETE and default.value is not None:
-            gain = sign * (best.value - default.value)
+        if default.state == TrialState.COMPLETE and primary_value(default) is not None:
+            gain = sign * (primary_value(best) - primary_value(default))
             return (
                 f"{'+' if gain >= 0 else '-'}{abs(gain):.4g} {metric} over the default "
-                f"configuration (trial {default.number}: {default.value:.6g})"
+                f"configuration (trial {default.number}: {primary_value(default):.6g})"
             )
         steps = sorted(set(default.intermediate_values) & set(best.intermediate_values))
         if not steps:

@@ -22,7 +22,7 @@ from optuna.trial import TrialState
 
 from tunelab.objectives.budget import TrialBudget
 from tunelab.objectives.data import DataBundle
-from tunelab.search.spec import STORAGE_ENV, StudySpec
+from tunelab.search.spec import STORAGE_ENV, TRACKING_ENV, StudySpec
 from tunelab.search.study.progress import StudyProgress
 from tunelab.search.study.signals import Terminated
 
@@ -87,6 +87,8 @@ def worker_command(spec: StudySpec, index: int, threads: int | None) -> list[str
     """A worker's command line; the storage URL travels in the environment, not here."""
     command = [sys.executable, "-m", "tunelab", "worker", spec.name]
     command += ["--device", spec.device, "--worker-index", str(index), "--quiet"]
+    if spec.verbose:
+        command.append("--verbose")
     if threads:
         command += ["--threads", str(threads)]
     if spec.deadline is not None:
@@ -101,7 +103,8 @@ def launch_workers(
     gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
     processes = []
     for index in range(plan.workers):
-        env = {**os.environ, STORAGE_ENV: spec.storage}
+        # URLs (maybe with passwords) travel in the environment, never in `ps`
+        env = {**os.environ, STORAGE_ENV: spec.storage, TRACKING_ENV: spec.tracking_uri}
         if gpus > 1:
             env["CUDA_VISIBLE_DEVICES"] = str(index % gpus)
         elif plan.threads:
@@ -112,7 +115,7 @@ def launch_workers(
     display = None
     if not spec.quiet:
         done = _finished(study)
-        direction = study.direction.name.lower()
+        direction = study.directions[0].name.lower()  # the primary objective's
         display = StudyProgress(spec.name, spec.trial_target, done, budget, direction)
     try:
         if display:
@@ -150,7 +153,7 @@ def _show(display: StudyProgress, study: optuna.Study) -> None:
     trials = study.get_trials(deepcopy=False)
     running = sum(t.state == TrialState.RUNNING for t in trials)
     for t in trials:
-        if t.state == TrialState.COMPLETE and t.value is not None:
-            display.offer_best(t.value)
+        if t.state == TrialState.COMPLETE and t.values:
+            display.offer_best(t.values[0])
     display.show_finished(_finished(study))
     display.update(f"{running} running")

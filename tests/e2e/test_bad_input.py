@@ -38,7 +38,7 @@ CASES = [
     (["run", "cnn", "--max-epochs", "two"], "Invalid value for '--max-epochs'"),
     (["run", "cnn", "--dataset", "mnist", "--data-dir", "empty"], "MNIST/raw"),
     (["run", "cnn", "--device", "cuda"], "no CUDA GPU"),
-    (["best", "nothing"], "no study 'nothing'"),
+    (["best", "nothing"], "no storage database at studies.db"),
 ]
 
 

@@ -236,3 +236,100 @@ def test_report_renders_offline_in_the_browser(finished, tmp_path):
         tmp_path / "report.png",
         [f"tunelab report: {name}", "Best val_accuracy", "fANOVA", *titles],
     )
+
+
+def test_optuna_dashboard_shows_the_front_of_a_multi_objective_study(tmp_path):
+    root = tmp_path / "mo"
+    spec = StudySpec(
+        task="cnn",
+        dataset="digits",
+        study_name="front-study",
+        n_trials=3,
+        max_epochs=1,
+        storage=f"sqlite:///{root / 'studies.db'}",
+        tracking_uri=f"sqlite:///{root / 'mlruns' / 'mlflow.db'}",
+        params={"fc_width": 32, "convs_per_block": 1},
+        objectives=("val_accuracy", "params"),
+        seed=3,
+        pruner="none",
+        sampler="random",
+        device="cpu",
+        checkpoint_dir=str(root / "ck"),
+        quiet=True,
+    )
+    root.mkdir()
+    run_study(prepare(spec))
+    port = _free_port()
+    base = f"http://127.0.0.1:{port}"
+    args = ["dashboard", "--storage", spec.storage, "--port", str(port)]
+    with serve(args, f"{base}/api/studies", tmp_path / "dashboard.log"):
+        study_id = optuna.storages.get_storage(spec.storage).get_study_id_from_name(spec.name)
+        browse(
+            f"{base}/dashboard/studies/{study_id}",
+            tmp_path / "dashboard-front.png",
+            [f"{spec.name} (id={study_id})", "Pareto Front", "val_accuracy", "params"],
+        )
+    assert _port_closed(port)
+
+
+@pytest.fixture(scope="module")
+def linked(tmp_path_factory) -> dict:
+    """A small study whose runs and trials link the MLflow UI and optuna-dashboard, on the
+    ports the tests below serve them on."""
+    root = tmp_path_factory.mktemp("linked-study")
+    ports = {"ui": _free_port(), "dashboard": _free_port()}
+    spec = StudySpec(
+        task="cnn",
+        dataset="digits",
+        study_name="linked-study",
+        n_trials=2,
+        max_epochs=1,
+        storage=f"sqlite:///{root / 'studies.db'}",
+        tracking_uri=f"sqlite:///{root / 'mlruns' / 'mlflow.db'}",
+        mlflow_ui_url=f"http://127.0.0.1:{ports['ui']}",
+        dashboard_url=f"http://127.0.0.1:{ports['dashboard']}",
+        params=SMALL,
+        pruner="none",
+        sampler="random",
+        device="cpu",
+        checkpoint_dir=str(root / "ck"),
+        quiet=True,
+    )
+    run_study(prepare(spec))
+    study = optuna.load_study(study_name=spec.name, storage=spec.storage)
+    return {"spec": spec, "study": study, "ports": ports}
+
+
+def test_links_open_the_mlflow_experiment_and_both_uis_point_at_each_other(linked, tmp_path):
+    spec, study, ports = linked["spec"], linked["study"], linked["ports"]
+    ui, dash = (f"http://127.0.0.1:{ports[k]}" for k in ("ui", "dashboard"))
+    ui_args = ["ui", "--tracking-uri", spec.tracking_uri, "--port", str(ports["ui"])]
+    dash_args = ["dashboard", "--storage", spec.storage, "--port", str(ports["dashboard"])]
+    with (
+        serve(ui_args, f"{ui}/health", tmp_path / "ui.log"),
+        serve(dash_args, f"{dash}/api/studies", tmp_path / "dashboard.log"),
+    ):
+        # `tunelab ui` prints the study's link: the model-training view, the trials listed
+        printed = re.search(rf"{spec.name}: (\S+)", (tmp_path / "ui.log").read_text())
+        assert printed and "workflowType=machine_learning" in printed.group(1)
+        browse(
+            printed.group(1),
+            tmp_path / "mlflow-experiment-link.png",
+            [spec.name, "trial-0", "trial-1", "best_val_accuracy"],
+        )
+        # optuna-dashboard: trial 0's note links its MLflow run ...
+        trial = study.trials[0]
+        run_id = trial.user_attrs["tunelab.mlflow_run_id"]
+        experiment = MlflowClient(spec.tracking_uri).get_experiment_by_name(spec.name)
+        run_link = f"{ui}/#/experiments/{experiment.experiment_id}/runs/{run_id}"
+        study_id = optuna.storages.get_storage(spec.storage).get_study_id_from_name(spec.name)
+        trial_link = f"{dash}/dashboard/studies/{study_id}/trials?numbers=0"
+        browse(
+            trial_link, tmp_path / "dashboard-trial-note.png", ["MLflow run of trial 0", run_link]
+        )
+        # ... and that run's page in the MLflow UI carries the study, the trial and the way back
+        browse(
+            f"{run_link}?workflowType=machine_learning",
+            tmp_path / "mlflow-trial-run.png",
+            ["trial-0", "optuna.study_name", spec.name, "optuna.trial_number", trial_link],
+        )

@@ -8,7 +8,7 @@ import torch
 from PIL import Image
 
 from tunelab.models.gan import Generator, GeneratorConfig
-from tunelab.objectives.budget import epoch_budget
+from tunelab.objectives.budget import TrialBudget, epoch_budget
 from tunelab.objectives.data import DataBundle, Split
 from tunelab.objectives.gan import COLLAPSE_RATIO, GANOptions, GANTask
 from tunelab.objectives.registry import get_task
@@ -214,3 +214,63 @@ def test_inception_space_names_its_metrics_and_tags(
         "tunelab.inception_weights": inception_weights.name,
     }
     assert not (tmp_path / "fd_classifier").exists()  # no classifier trained for Inception
+
+
+class InterruptedGAN(GANTask):
+    """A GAN whose training is interrupted (Ctrl-C) at one step."""
+
+    def __init__(self, options, at_step: int) -> None:
+        super().__init__(options)
+        self.at_step = at_step
+
+    def train_step(self, parts, hp, x, y, ctx):
+        if ctx.step == self.at_step:
+            raise KeyboardInterrupt
+        return super().train_step(parts, hp, x, y, ctx)
+
+
+def test_an_interrupted_gan_trial_resumes_to_the_same_curve(digits, cache_dir, tmp_path):
+    """Two optimizers, momentum, label smoothing and noise: a resume that lost any state (an
+    optimizer's moments, a random stream) would leave the uninterrupted curve."""
+    from tunelab.objectives import keys
+    from tunelab.objectives.checkpoints import LocalCheckpoints
+    from tunelab.objectives.recorders import MemoryRecorder
+
+    data = digits
+    options = GANOptions(
+        feature_space="fd_classifier",
+        fid_samples=200,
+        final_fid_samples=200,
+        cache_dir=str(cache_dir),
+    )
+    space = GANTask(options).search_space().narrowed(SMALL)
+    rung = 320  # two short rungs: the interruption falls in the second
+    loop = LoopConfig(
+        budget=TrialBudget(unit="images", rung=rung, max_rungs=2, train_size=len(data.train)),
+        patience=3,
+        rung_val_images=None,
+    )
+
+    def run(task, number, checkpoints=None, source=None):
+        recorder = MemoryRecorder()
+        trial = optuna.trial.FixedTrial(space.default_trial_params(), number=number)
+        if source is not None:
+            trial.set_user_attr(keys.TRIAL_NUMBER, source)  # what a queued retry carries
+        objective = Objective(task, data, space, loop, lambda t: recorder, checkpoints)
+        return objective(trial), recorder
+
+    expected, whole = run(GANTask(options), number=5)
+
+    checkpoints = LocalCheckpoints(tmp_path)
+    batch = GANTask(options).batch_size(
+        GANTask(options).suggest(optuna.trial.FixedTrial(space.default_trial_params()), space)
+    )
+    steps_per_rung = rung // batch
+    with pytest.raises(KeyboardInterrupt):  # in the second rung, after the first
+        run(InterruptedGAN(options, at_step=steps_per_rung + 2), 5, checkpoints)
+    value, resumed = run(GANTask(options), number=9, checkpoints=checkpoints, source=5)
+
+    assert value == expected
+    for metric in ("train_g_loss", "train_d_loss", "rung/fd_classifier"):
+        later = {s: v for s, v in whole.steps(metric).items() if s > rung}
+        assert resumed.steps(metric) == later, metric

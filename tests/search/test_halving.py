@@ -73,9 +73,7 @@ def test_a_continuation_repeats_its_sources_curve_and_counts_once():
 
 def test_under_a_deadline_only_a_configuration_that_can_finish_is_promoted():
     now = 1_000_000.0
-    trial = optuna.trial.create_trial(
-        state=TrialState.RUNNING, intermediate_values={100: 0.5}
-    )
+    trial = optuna.trial.create_trial(state=TrialState.RUNNING, intermediate_values={100: 0.5})
     trial.datetime_start = dt.datetime.fromtimestamp(now - 10)  # 100 steps in 10 s
     pruner = PausingHalvingPruner(STEP, 3, max_step=1000, deadline=now + 50)
     assert not pruner.can_finish(trial, 100, now)  # 900 more steps take 90 s

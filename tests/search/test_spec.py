@@ -104,6 +104,7 @@ def test_stored_and_identity_fields_come_from_the_declarations():
     assert set(identity_fields()) == {
         *("task", "dataset", "limit_train", "params", "task_options"),
         *("rung_images", "rung_val_images"),  # what makes trials comparable
+        *("objectives", "constraints"),  # what the study searches for
     }  # the epoch budget is checked against the study's stored plan (check_same_budget)
     assert set(identity_fields()) <= set(stored_fields())
     for local in ("storage", "device", "workers", "threads", "quiet", "timeout", "study_name"):
@@ -121,4 +122,5 @@ def test_every_option_has_help_and_a_flag_unless_it_is_file_only():
     assert joining == {
         *("storage", "tracking_uri", "device", "precision", "threads", "quiet"),
         *("timeout", "deadline"),
+        *("mlflow_ui_url", "dashboard_url", "system_metrics", "verbose"),  # links and output
     }

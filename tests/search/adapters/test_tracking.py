@@ -90,3 +90,90 @@ def test_a_dead_trials_run_is_failed_and_marked_recovered(storage_url, tracking_
     run = MlflowClient(tracking_uri).get_run(run_id)
     assert run.info.status == "FAILED" and run.data.tags[keys.RECOVERED_TAG] == "true"
     StudyTracker(tracking_uri, "s").fail_dead_run("no-such-run")  # nothing to close: no error
+
+
+def test_links_open_the_model_training_view():
+    from tunelab.search.adapters.tracking import experiment_url, run_url, ui_base
+
+    assert ui_base("sqlite:///mlruns/mlflow.db") == "http://127.0.0.1:5000"
+    assert ui_base("http://mlflow:5000/") == "http://mlflow:5000"
+    assert ui_base("http://mlflow:5000", "https://ml.example.org/") == "https://ml.example.org"
+    base = "http://mlflow:5000"
+    assert experiment_url(base, "3") == f"{base}/#/experiments/3?workflowType=machine_learning"
+    assert run_url(base, "3", "abc") == (
+        f"{base}/#/experiments/3/runs/abc?workflowType=machine_learning"
+    )
+
+
+def test_trials_and_runs_link_each_other_and_the_parent_keeps_the_best(tmp_path, tracking_uri):
+    import optuna_dashboard
+
+    storage = f"sqlite:///{tmp_path / 'studies.db'}"
+    study = optuna.create_study(study_name="s", storage=storage, direction="maximize")
+    tracker = StudyTracker(
+        tracking_uri, "s", ui_url="http://mlflow.test", dashboard_url="http://dash.test/"
+    )
+    parent = tracker.attach_parent(study, {})
+    client = MlflowClient(tracking_uri)
+    experiment = client.get_experiment(tracker.experiment_id)
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+
+    log_best = tracker.best_so_far("val_accuracy")
+    for value in (0.5, 0.8, 0.6):
+        trial = study.ask()
+        run = tracker.recorder(trial, {})
+        run.end("FINISHED")
+        study.tell(trial, value)
+        log_best(study, study.trials[-1])
+        run_id = trial.user_attrs[keys.MLFLOW_RUN_ID]
+        note = optuna_dashboard.get_note(trial)
+        assert tracker.run_url(run_id) in note and "workflowType=machine_learning" in note
+        tags = client.get_run(run_id).data.tags
+        assert tags[keys.STUDY_NAME_TAG] == "s" and tags[keys.TRIAL_NUMBER_TAG] == str(trial.number)
+        assert tags[keys.DASHBOARD_URL_TAG] == (
+            f"http://dash.test/dashboard/studies/{study._study_id}/trials?numbers={trial.number}"
+        )
+    history = client.get_metric_history(parent, "best_val_accuracy")
+    assert [(m.step, m.value) for m in history] == [(0, 0.5), (1, 0.8), (2, 0.8)]
+
+
+def test_system_metrics_go_to_the_trial_run_when_asked(tmp_path, tracking_uri, monkeypatch):
+    monkeypatch.setenv("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL", "0.2")
+    study = optuna.create_study(study_name="s", storage=f"sqlite:///{tmp_path / 'st.db'}")
+    tracker = StudyTracker(tracking_uri, "s", system_metrics=True)
+    tracker.attach_parent(study, {})
+    trial = study.ask()
+    run = tracker.recorder(trial, {})
+    import time
+
+    time.sleep(1.5)
+    run.end("FINISHED")
+    metrics = MlflowClient(tracking_uri).get_run(trial.user_attrs[keys.MLFLOW_RUN_ID]).data.metrics
+    assert "system/cpu_utilization_percentage" in metrics
+    assert "system/system_memory_usage_megabytes" in metrics
+    assert not tracker._monitors  # its thread is stopped with the run
+
+
+def test_runs_left_open_by_a_dead_process_follow_their_trials_end(tmp_path):
+    """A worker died, and closing its run failed (the tracking server was down): the next
+    worker closes every RUNNING run whose trial Optuna has ended, in that trial's state."""
+    import optuna
+    from mlflow import MlflowClient
+
+    from tunelab.search.adapters.tracking import StudyTracker
+
+    study = optuna.create_study(study_name="stray")
+    done = study.ask()
+    study.tell(done, 0.5)
+    alive = study.ask()
+    tracker = StudyTracker(f"sqlite:///{tmp_path / 'mlflow.db'}", "stray")
+    client = MlflowClient(tracker.tracking_uri)
+    runs = {
+        t.number: client.create_run(
+            tracker.experiment_id, tags={"optuna.trial_number": str(t.number)}
+        ).info.run_id
+        for t in (done, alive)
+    }
+    assert tracker.close_stray_runs(study) == [runs[done.number]]
+    assert client.get_run(runs[done.number]).info.status == "FINISHED"
+    assert client.get_run(runs[alive.number]).info.status == "RUNNING"  # still training

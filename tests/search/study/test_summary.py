@@ -23,8 +23,8 @@ def _add(study, state, value=None, curve=None, **attrs):
 def test_chains_count_once_in_the_state_of_their_last_trial():
     study = optuna.create_study(direction="maximize")
     _add(study, TrialState.COMPLETE, 0.90, {1: 0.8}, **{keys.DEFAULT_TRIAL: True})  # 0
-    _add(study, TrialState.PRUNED, None, {1: 0.85}, **{keys.PAUSED_AT: 1})  # 1: paused ...
-    _add(study, TrialState.COMPLETE, 0.93, {1: 0.85, 2: 0.9}, **{keys.ORIGINAL_TRIAL: 1})  # ... resumed
+    _add(study, TrialState.PRUNED, None, {1: 0.85}, **{keys.PAUSED_AT: 1})  # 1: paused,
+    _add(study, TrialState.COMPLETE, 0.93, {1: 0.85, 2: 0.9}, **{keys.ORIGINAL_TRIAL: 1})  # resumed
     _add(study, TrialState.PRUNED, None, {1: 0.2})  # 3
     _add(study, TrialState.PRUNED, None, {1: 0.5}, **{keys.PAUSED_AT: 1})  # 4
     _add(study, TrialState.FAIL)  # 5: failed before its first rung
