@@ -111,10 +111,18 @@ def _wait_for_reports(storage: str, study_name: str, process: subprocess.Popen) 
     pytest.fail("no trial reached its epoch in time")
 
 
-@pytest.mark.parametrize("store", ["file", "mlflow-artifacts"])
+# each store once, each storage once: the four pairs cost minutes and test nothing more
+@pytest.mark.parametrize(
+    ("store", "backend"), [("file", "sqlite"), ("mlflow-artifacts", "postgresql")]
+)
 def test_a_trial_killed_on_one_worker_resumes_on_another_from_the_shared_store(
-    store, storage_url, tmp_path, request
+    store, backend, tmp_path, request
 ):
+    storage_url = (
+        f"sqlite:///{tmp_path / 'studies.db'}"
+        if backend == "sqlite"
+        else request.getfixturevalue("postgres").new()
+    )
     study_name = f"shared-{uuid.uuid4().hex[:8]}"
     if store == "file":
         tracking = f"sqlite:///{tmp_path / 'shared' / 'mlflow.db'}"

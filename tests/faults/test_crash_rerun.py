@@ -36,10 +36,15 @@ def _wait_for_rung(storage, process, rungs=2, timeout=180):
     pytest.fail("no trial reached its rung in time")
 
 
-@pytest.mark.parametrize("n_trials", [2, 1])
+@pytest.mark.parametrize(("n_trials", "backend"), [(2, "sqlite"), (1, "postgresql")])
 def test_a_rerun_after_sigkill_resumes_the_dead_trial_and_meets_the_target(
-    cli, cli_popen, cnn_args, storage_url, tmp_path, n_trials
+    cli, cli_popen, cnn_args, tmp_path, request, n_trials, backend
 ):
+    storage_url = (
+        f"sqlite:///{tmp_path / 'studies.db'}"
+        if backend == "sqlite"
+        else request.getfixturevalue("postgres").new()
+    )
     args = cnn_args(
         storage_url,
         f"--n-trials {n_trials} --epochs 8 --patience 8 --pruner none "

@@ -51,7 +51,7 @@ def test_stopping_two_workers_loses_nothing(
         process.send_signal(sig)
     _, stderr = process.communicate(timeout=180)
     assert process.returncode == code, stderr
-    assert "Traceback" not in stderr
+    assert "Traceback" not in stderr, stderr
 
     study = optuna.load_study(study_name="cnn-digits", storage=storage)
     assert not study.get_trials(states=(TrialState.RUNNING,))

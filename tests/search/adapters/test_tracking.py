@@ -99,7 +99,9 @@ def test_links_open_the_model_training_view():
     assert ui_base("http://mlflow:5000/") == "http://mlflow:5000"
     assert ui_base("http://mlflow:5000", "https://ml.example.org/") == "https://ml.example.org"
     base = "http://mlflow:5000"
-    assert experiment_url(base, "3") == f"{base}/#/experiments/3?workflowType=machine_learning"
+    assert experiment_url(base, "3") == (
+        f"{base}/#/experiments/3/runs?viewStateShareKey=tunelab&workflowType=machine_learning"
+    )
     assert run_url(base, "3", "abc") == (
         f"{base}/#/experiments/3/runs/abc?workflowType=machine_learning"
     )
