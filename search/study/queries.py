@@ -15,6 +15,7 @@ from optuna.trial import TrialState
 from tunelab.objectives import keys
 from tunelab.search.adapters.storage import check_database, open_storage
 from tunelab.search.adapters.tracking import check_tracking_uri
+from tunelab.search.adapters.transient import retrying
 from tunelab.search.spec import (
     MASKED_PASSWORD,
     TRACKING_ENV,
@@ -94,7 +95,7 @@ def join_spec(name: str, storage_url: str, options: dict[str, Any]) -> StudySpec
     study's own options, with the few a worker sets itself (`options`, None = the study's)."""
     check_study_name(name)
     with_retries(lambda: check_database(storage_url))
-    study = load_study(name, storage_url)
+    study = retrying(lambda: load_study(name, storage_url))  # a database restarting
     options = {**options, "quiet": options.get("quiet") or None}
     spec = stored_spec(study, storage=storage_url, workers=1, **options)
     with_retries(lambda: check_tracking_uri(spec.tracking_uri))

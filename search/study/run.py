@@ -7,14 +7,11 @@ process that works on it.
 
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TypeVar
 
 import optuna
-import sqlalchemy
 import torch
 from optuna.trial import TrialState
 
@@ -25,6 +22,7 @@ from tunelab.search.adapters.checkpoint_stores import open_checkpoints
 from tunelab.search.adapters.claims import forget_claims
 from tunelab.search.adapters.storage import open_storage
 from tunelab.search.adapters.tracking import StudyTracker
+from tunelab.search.adapters.transient import Backoff, is_transient, retrying
 from tunelab.search.halving import PausingHalvingPruner
 from tunelab.search.multiobjective import (
     name_objectives,
@@ -60,8 +58,6 @@ FINISH_MARGIN_S = 5.0
 exit, the summary and the study's note."""
 FINISH_CONTENTION = 2.0
 """A trial's finish, measured alone, takes up to this many times longer beside other workers."""
-_log = logging.getLogger(__name__)
-T = TypeVar("T")
 WORKER_SEED_STRIDE = 7919
 """Worker i samples with seed + WORKER_SEED_STRIDE * i: a prime, so workers' sampler streams
 differ while one seed still reproduces the whole study."""
@@ -319,54 +315,6 @@ def run_study(
     finally:
         tracker.close(status, reason)
     return StudyOutcome(study=study, finished=finished, target=target)
-
-
-TRANSIENT_ERRORS = (sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError)
-"""Storage errors that a restart of the database server causes, and that pass."""
-TRANSIENT_GIVE_UP_S = 300.0
-"""How long a worker retries a storage that keeps failing before it stops."""
-
-
-def is_transient(error: BaseException) -> bool:
-    """Whether the error is one that a database restart causes: raised by SQLAlchemy, or by
-    Optuna's storage, which wraps it in a StorageInternalError."""
-    if isinstance(error, optuna.exceptions.StorageInternalError):
-        error = error.__cause__
-    return isinstance(error, TRANSIENT_ERRORS)
-
-
-class Backoff:
-    """Waits between attempts at a failing storage: 1 s, doubling to 30 s, for at most
-    TRANSIENT_GIVE_UP_S in a row (then the error stands)."""
-
-    def __init__(self) -> None:
-        self.reset()
-
-    def reset(self) -> None:
-        self.delay, self.failing_since = 1.0, None
-
-    def wait(self, error: BaseException) -> None:
-        now = time.monotonic()
-        self.failing_since = self.failing_since or now
-        if now - self.failing_since > TRANSIENT_GIVE_UP_S:
-            raise error
-        _log.warning(
-            "storage unavailable (%s); retrying in %.0f s", type(error).__name__, self.delay
-        )
-        time.sleep(self.delay)
-        self.delay = min(30.0, self.delay * 2)
-
-
-def retrying(call: Callable[[], T]) -> T:
-    """call(), retried with backoff while it fails with a transient storage error."""
-    backoff = Backoff()
-    while True:
-        try:
-            return call()
-        except Exception as error:
-            if not is_transient(error):
-                raise
-            backoff.wait(error)
 
 
 def work_to_target(

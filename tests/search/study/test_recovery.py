@@ -151,7 +151,7 @@ def test_a_retry_belongs_to_its_configuration_before_it_starts():
 
 
 def test_storage_errors_of_a_database_restart_are_transient():
-    from tunelab.search.study.run import is_transient
+    from tunelab.search.adapters.transient import is_transient
 
     down = sqlalchemy.exc.OperationalError("SELECT", {}, Exception("server closed"))
     try:
