@@ -17,23 +17,15 @@ own (`tunelab.Task`, versioned by `tunelab.TASK_API_VERSION`, with `Parts`, `Ste
 `Finalization`, `Param`, `space_from`).
 """
 
+from tunelab import api
+
 __version__ = "0.2.0"
 """The version of the distribution."""
 
 # The public names load on first use: `import tunelab` imports neither torch, Optuna nor
 # MLflow (a worker's start and `tunelab --help` stay fast).
 _PUBLIC = {
-    "tunelab.api": (
-        "best_trial",
-        "best_trials",
-        "create",
-        "evaluate",
-        "load",
-        "report",
-        "run",
-        "spec",
-        "tasks",
-    ),
+    "tunelab.api": tuple(api.__all__),  # api.py itself is light: it imports on call
     "tunelab.objectives.base": (
         "TASK_API_VERSION",
         "Finalization",
