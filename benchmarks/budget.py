@@ -13,7 +13,8 @@ Scenarios: `mnist` (full MNIST, 300 s), `demo` (mnist5k, 150 s, as `make demo`),
 (MNIST with --limit-train 1000, 300 s, seeds 0-2). Each prints one line per run; the last
 lines give the ratios. The full MNIST needs ../shared/data (or TUNELAB_SHARED_DATA).
 
-    .venv/bin/python benchmarks/budget.py [--scenarios mnist demo limit] [--no-baseline]
+    .venv/bin/python benchmarks/budget.py [--scenarios mnist demo limit] [--seeds 0 1 2]
+        [--no-baseline]
 """
 
 from __future__ import annotations
@@ -210,12 +211,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scenarios", nargs="+", choices=list(SCENARIOS), default=list(SCENARIOS))
     parser.add_argument("--no-baseline", action="store_true", help="tunelab only")
+    parser.add_argument(
+        "--seeds", nargs="+", type=int, help="only these seeds of the limit scenario"
+    )
     args = parser.parse_args()
     if not (SHARED / "MNIST" / "raw").is_dir():
         sys.exit(f"full MNIST not found under {SHARED}: set TUNELAB_SHARED_DATA")
     results: dict[str, list[tuple[Scenario, Outcome]]] = {}
     for name in args.scenarios:
         for scenario in SCENARIOS[name]:
+            if args.seeds is not None and name == "limit" and scenario.seed not in args.seeds:
+                continue
             with tempfile.TemporaryDirectory(prefix="tunelab-budget-") as folder:
                 outcome = run_tunelab(scenario, Path(folder))
             print(outcome.line(scenario), flush=True)

@@ -22,6 +22,12 @@ AUTO_RUNG_IMAGES = 8192
 """Automatic rungs cut an epoch into equal parts of at most this many images."""
 AUTO_RUNG_VAL_IMAGES = 1000
 """Automatic rung split: at most this many validation images (the whole split if smaller)."""
+JUDGE_VAL_PER_TRAIN = 0.5
+"""Scoring all of validation at an epoch's end costs about len(val) / 3 training images: it is
+done only when the validation split is at most this share of an epoch (so it costs at most a
+sixth of the epoch). Otherwise the rung scores choose the best weights, and only those are
+scored on all of validation (on a 1,000-image training split with 5,000 validation images,
+epoch-end scoring cost four times the training itself)."""
 
 
 @dataclass(frozen=True)

@@ -28,7 +28,7 @@ import torch
 
 from tunelab.objectives import keys
 from tunelab.objectives.base import Parts, StepContext, Task
-from tunelab.objectives.budget import AUTO_RUNG_VAL_IMAGES, TrialBudget
+from tunelab.objectives.budget import AUTO_RUNG_VAL_IMAGES, JUDGE_VAL_PER_TRAIN, TrialBudget
 from tunelab.objectives.checkpoints import CheckpointStore
 from tunelab.objectives.data import DataBundle, Split
 from tunelab.objectives.recorders import NullRecorder, TrialRecorder
@@ -334,6 +334,13 @@ class Objective:
             self._rung_split = val if size is None else val.head(size)
         return self._rung_split
 
+    @property
+    def judges_on_rungs(self) -> bool:
+        """Whether the rung scores choose the best weights: when the rung split is all of
+        validation, or when scoring all of it at every epoch's end would cost too much."""
+        val = self.data.val
+        return self.rung_split is val or len(val) > JUDGE_VAL_PER_TRAIN * len(self.data.train)
+
     def __call__(self, trial: optuna.trial.BaseTrial) -> float | tuple[float, ...]:
         task = self.task
         retry_of = mark_trial_start(trial)
@@ -410,7 +417,7 @@ class Objective:
                 if training.rung_due():
                     self._rung(trial, training, recorder)
                 if epoch_end:
-                    if self.rung_split is not self.data.val:
+                    if not self.judges_on_rungs:
                         self._judge(training, recorder)
                     files = task.epoch_artifacts(
                         training.parts, training.hp, self.data, training.context()
@@ -430,7 +437,14 @@ class Objective:
                     state.stopped = "deadline"
                     break
         if state.judged_images != state.images:  # the last weights have not been judged yet
-            self._judge(training, recorder)
+            if self.judges_on_rungs:  # on the split the others were judged on
+                split = self.rung_split
+                scores = task.evaluate(
+                    training.parts, training.hp, self.data, split, training.context()
+                )
+                self._judge(training, recorder, scores, logged=split is self.data.val)
+            else:
+                self._judge(training, recorder)
         return self._finish(trial, training, recorder)
 
     def _rung(
@@ -455,8 +469,9 @@ class Objective:
             },
             step=step,
         )
-        if self.rung_split is self.data.val:  # the rung scored all of validation: a judgement
-            self._judge(training, recorder, scores)
+        if self.judges_on_rungs:
+            # logged as validation metrics only when the rung scored all of validation
+            self._judge(training, recorder, scores, logged=self.rung_split is self.data.val)
         self.reports.report(trial, step, scores)
         self._save_checkpoint(trial.number, training)
         if self.reports.should_prune(trial, step):
@@ -471,10 +486,11 @@ class Objective:
         training: TrialTraining,
         recorder: TrialRecorder,
         scores: dict[str, float] | None = None,
+        logged: bool = True,
     ) -> None:
-        """Score the current weights on all of validation (at epoch ends and at the end) and
-        keep them if they are the best so far. A tie goes to the later weights: they trained
-        longer."""
+        """Score the current weights on all of validation (at epoch ends and at the end), or
+        take the given `scores`, and keep the weights if they are the best so far. A tie goes
+        to the later weights: they trained longer."""
         task, state = self.task, training.state
         if scores is None:
             scores = task.evaluate(
@@ -482,7 +498,8 @@ class Objective:
             )
             _check_finite(scores, state.epoch)
         step = training.step_now()
-        recorder.log_metrics(scores, step=step)
+        if logged:
+            recorder.log_metrics(scores, step=step)
         value = float(scores[task.metric])
         state.judged_images = state.images
         if state.best_value is None or not task.better(state.best_value, value):
@@ -502,6 +519,8 @@ class Objective:
         scores = task.evaluate(parts, hp, self.data, self.data.val, training.context())
         _check_finite(scores, state.epoch)
         value = float(scores[task.metric])
+        if self.judges_on_rungs and self.rung_split is not self.data.val:
+            recorder.log_metrics(scores, step=best_step)  # no epoch scored all of validation
         final = task.finalize(parts, hp, self.data)
         _check_finite(final.metrics, state.epoch)
         summary = {

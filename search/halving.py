@@ -14,6 +14,10 @@ rung has a competitor that goes to the end and the search always has a complete 
 Under a time budget (`deadline`), a trial is promoted only if, at the speed it trained so far,
 it can finish its whole budget (`max_step`) before the deadline: a configuration that cannot
 finish cannot be the search's answer, and its worker is better spent on new configurations.
+Once a new configuration could no longer finish either (`full_trial_s` before the deadline),
+the promotion module lets the best paused trials that still can finish go on regardless of
+their rung's size: the time is better spent completing them than starting configurations that
+can only be paused.
 """
 
 from __future__ import annotations
@@ -53,6 +57,8 @@ class PausingHalvingPruner(optuna.pruners.BasePruner):
         """The step at which a trial's budget ends."""
         self.deadline = deadline
         """Wall-clock end of the time budget (time.time()), if any."""
+        self.full_trial_s: float | None = None
+        """Estimated seconds a new configuration needs for its whole budget (None: unknown)."""
         self.paused: dict[int, int] = {}
         """Trials this process paused: trial number -> step (read once by the loop)."""
 
@@ -92,6 +98,12 @@ class PausingHalvingPruner(optuna.pruners.BasePruner):
         if trained <= 0 or seconds <= 0:
             return True
         return now + (self.max_step - step) * seconds / trained <= self.deadline
+
+    def in_endgame(self, now: float) -> bool:
+        """Whether a configuration started now could no longer finish before the deadline."""
+        if self.deadline is None or self.full_trial_s is None:
+            return False
+        return now + self.full_trial_s > self.deadline
 
     def take_pause(self, trial_number: int) -> int | None:
         """The step this process paused the trial at (once), or None if it was pruned."""

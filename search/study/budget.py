@@ -26,7 +26,7 @@ from tunelab.objectives.runner import LoopConfig, Precision, TrialTraining
 from tunelab.search.spec import DEFAULT_EPOCHS, SpecError, StudySpec, stored_values
 from tunelab.search.study.prepare import Prepared
 
-FULL_TRIAL_SHARE = 0.75
+FULL_TRIAL_SHARE = 1 / 3
 """A full trial may take this share of one worker's time budget: trials that start early and
 survive every rung still finish before the deadline."""
 STARTUP_S = 10.0
@@ -71,6 +71,12 @@ class BudgetPlan:
     def from_json(cls, text: str) -> BudgetPlan:
         values = json.loads(text)
         return cls(**{**values, "budget": TrialBudget(**values["budget"])})
+
+    def full_trial_s(self) -> float | None:
+        """Estimated seconds of a full trial on one worker (None when never measured)."""
+        if not self.images_per_s or self.budget.unit != "images":
+            return None
+        return self.budget.images / self.images_per_s
 
     def rung_seconds(self) -> float | None:
         """Estimated seconds one rung takes on one worker (None when never measured)."""

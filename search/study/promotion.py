@@ -4,6 +4,11 @@
 worker finishes a trial it calls `resume_promotable`: every paused trial that now ranks in the
 top 1/rf of its rung gets a continuation (a queued trial with its parameters and curve, which
 resumes from its checkpoint), exactly once whichever worker gets there first.
+
+At the end of a time budget, when a new configuration could no longer finish (the pruner's
+endgame), a worker with nothing queued continues the best paused trial that still can: the
+deepest rung first, the best value there. Without it, the few trials that reach the deep rungs
+wait for competitors that never come, and only the default configuration completes.
 """
 
 from __future__ import annotations
@@ -50,7 +55,8 @@ def resume_promotable(
     """Queue a continuation of every paused trial that now ranks in the top 1/rf of its
     rung (each exactly once, whichever worker gets there first); give up the checkpoints of
     paused trials ranked below the best KEPT_PAUSED of their rung. Returns the trials resumed."""
-    resumed = []
+    resumed: list[int] = []
+    given_up: set[int] = set()
     by_step: dict[int, list[FrozenTrial]] = {}
     for trial in paused_trials(study):
         by_step.setdefault(int(trial.user_attrs[keys.PAUSED_AT]), []).append(trial)
@@ -67,16 +73,58 @@ def resume_promotable(
                 and pruner.can_finish(trial, step, time.time())
                 and claim(study, f"resume-{trial.number}")
             ):
-                study.add_trial(
-                    optuna.trial.create_trial(
-                        state=TrialState.WAITING,
-                        params=trial.params,
-                        distributions=trial.distributions,
-                        user_attrs={**_carried(trial.user_attrs), keys.RESUME_OF: trial.number},
-                        intermediate_values=trial.intermediate_values,
-                    )
-                )
+                _queue_continuation(study, trial)
                 resumed.append(trial.number)
             elif place >= KEPT_PAUSED and checkpoints is not None:
                 checkpoints.remove(trial.number)
+                given_up.add(trial.number)
+    if not resumed and pruner.in_endgame(time.time()):
+        endgame = _endgame_pick(study, pruner, by_step, given_up)
+        if endgame is not None:
+            resumed.append(endgame)
     return resumed
+
+
+def _endgame_pick(
+    study: optuna.Study,
+    pruner: PausingHalvingPruner,
+    by_step: dict[int, list[FrozenTrial]],
+    given_up: set[int],
+) -> int | None:
+    """Continue the best paused trial that can still finish (deepest rung first), unless a
+    queued trial already waits for the next free worker. Returns the trial continued."""
+    if study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+        return None
+    now = time.time()
+    for step in sorted(by_step, reverse=True):
+        values = values_at(study, step)
+        # the better half only: a trial behind most of its rung is unlikely to be the answer
+        contenders = max(1, (len(values) + 1) // 2)
+        candidates = sorted(
+            (
+                t
+                for t in by_step[step]
+                if t.number not in given_up
+                and rank_at(t.intermediate_values[step], values, study.direction) <= contenders
+            ),
+            key=lambda t: rank_at(t.intermediate_values[step], values, study.direction),
+        )
+        for trial in candidates:
+            if pruner.can_finish(trial, step, now) and claim(study, f"resume-{trial.number}"):
+                _queue_continuation(study, trial)
+                return trial.number
+    return None
+
+
+def _queue_continuation(study: optuna.Study, trial: FrozenTrial) -> None:
+    """A queued trial with the paused trial's parameters and curve; it resumes from the
+    paused trial's checkpoint."""
+    study.add_trial(
+        optuna.trial.create_trial(
+            state=TrialState.WAITING,
+            params=trial.params,
+            distributions=trial.distributions,
+            user_attrs={**_carried(trial.user_attrs), keys.RESUME_OF: trial.number},
+            intermediate_values=trial.intermediate_values,
+        )
+    )

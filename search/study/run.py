@@ -252,6 +252,7 @@ def run_study(
     trials_end = None if deadline is None else deadline - reserve
     if pausing:  # trials paused by an earlier run that rank high enough by now
         pruner.deadline = trials_end
+        pruner.full_trial_s = plan.full_trial_s()
         resume_promotable(study, pruner, checkpoints)
     objective = Objective(
         task,

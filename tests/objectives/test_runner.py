@@ -121,9 +121,22 @@ def test_each_epoch_sees_every_image_once_in_a_fresh_order():
 
 def test_rungs_score_the_rung_split_and_the_end_scores_all_of_validation():
     task = ScriptedTask({s: 0.5 for s in range(1, 3)})
-    objective(task, budget=budget(2), rung_val_images=4)(trial())
-    # two rungs on 4 images, the epoch's end on all 6, the best weights again on all 6
-    assert task.scored == [4, 4, 6, 6]
+    objective(task, data=tiny_data(val=4), budget=budget(2), rung_val_images=2)(trial())
+    # two rungs on 2 images, the epoch's end on all 4, the best weights again on all 4
+    assert task.scored == [2, 2, 4, 4]
+
+
+def test_a_validation_split_large_against_training_is_scored_whole_only_for_the_best(recorder):
+    # 8 training images, 20 validation: scoring all of validation at each epoch's end would
+    # cost more than the training; the rung scores choose the best weights instead
+    task = ScriptedTask({1: 0.2, 2: 0.7, 3: 0.5, 4: 0.6})
+    value = objective(
+        task, recorder, data=tiny_data(val=20), budget=budget(4), patience=5, rung_val_images=4
+    )(trial())
+    assert task.scored == [4, 4, 4, 4, 20]
+    assert value == 0.7 and task.finalized_weight == 2.0
+    # no epoch was scored on all of validation: the only val_score is the best weights'
+    assert recorder.steps("val_score") == {8: 0.7}
 
 
 def test_early_stopping_after_patience_epochs_without_improvement(recorder):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import optuna
 from optuna.distributions import FloatDistribution
 from optuna.trial import TrialState
@@ -54,3 +56,32 @@ def test_a_promotion_waits_while_the_trial_does_not_rank(storage_url):
     _trial(study, 0.2)
     assert resume_promotable(study, PausingHalvingPruner(STEP, 3)) == []
     assert not study.get_trials(states=(TrialState.WAITING,))
+
+
+def _endgame_pruner(full_trial_s: float) -> PausingHalvingPruner:
+    """A pruner 100 s before its deadline, for trials that trained STEP steps in no time."""
+    pruner = PausingHalvingPruner(STEP, 3, max_step=4 * STEP, deadline=time.time() + 100)
+    pruner.full_trial_s = full_trial_s
+    return pruner
+
+
+def test_in_the_endgame_the_best_paused_trial_continues_though_its_rung_is_small(storage_url):
+    study = optuna.create_study(study_name="s", storage=storage_url, direction="maximize")
+    _trial(study, 0.9)  # the default configuration, continued
+    _trial(study, 0.7, paused=True)  # 2 of 3: not in the top third, yet the better half
+    _trial(study, 0.5, paused=True)
+    assert resume_promotable(study, _endgame_pruner(full_trial_s=30)) == []  # not the endgame
+
+    assert resume_promotable(study, _endgame_pruner(full_trial_s=500)) == [1]
+    # one at a time: the next free worker takes the queued one before another is queued
+    assert resume_promotable(study, _endgame_pruner(full_trial_s=500)) == []
+    waiting = study.get_trials(states=(TrialState.WAITING,))
+    assert [t.user_attrs[keys.RESUME_OF] for t in waiting] == [1]
+
+
+def test_in_the_endgame_a_trial_behind_most_of_its_rung_stays_paused(storage_url):
+    study = optuna.create_study(study_name="s", storage=storage_url, direction="maximize")
+    for value in (0.9, 0.8, 0.7):
+        _trial(study, value)
+    _trial(study, 0.1, paused=True)
+    assert resume_promotable(study, _endgame_pruner(full_trial_s=500)) == []
