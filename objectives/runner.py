@@ -341,6 +341,11 @@ class Objective:
         val = self.data.val
         return self.rung_split is val or len(val) > JUDGE_VAL_PER_TRAIN * len(self.data.train)
 
+    @property
+    def judges_on_subset(self) -> bool:
+        """Whether the best weights are chosen on the rung split, a part of validation only."""
+        return self.judges_on_rungs and self.rung_split is not self.data.val
+
     def __call__(self, trial: optuna.trial.BaseTrial) -> float | tuple[float, ...]:
         task = self.task
         retry_of = mark_trial_start(trial)
@@ -515,11 +520,22 @@ class Objective:
         task, state = self.task, training.state
         parts, hp = training.parts, training.hp
         best_step = state.best_step
+        last = None
+        if self.judges_on_subset and best_step != training.step_now():
+            # a part of validation chose the best weights: the last ones, at the end of the
+            # schedule, are scored on all of it too, and kept if they score at least as well
+            last = (parts.module_state(), training.step_now(), training.progress)
+            last_scores = task.evaluate(parts, hp, self.data, self.data.val, training.context())
         parts.load_module_state(state.best_weights)
         scores = task.evaluate(parts, hp, self.data, self.data.val, training.context())
         _check_finite(scores, state.epoch)
         value = float(scores[task.metric])
-        if self.judges_on_rungs and self.rung_split is not self.data.val:
+        if last is not None and not task.better(value, float(last_scores[task.metric])):
+            state.best_weights, state.best_step, state.best_progress = last
+            best_step = state.best_step
+            parts.load_module_state(state.best_weights)
+            scores, value = last_scores, float(last_scores[task.metric])
+        if self.judges_on_subset:
             recorder.log_metrics(scores, step=best_step)  # no epoch scored all of validation
         final = task.finalize(parts, hp, self.data)
         _check_finite(final.metrics, state.epoch)

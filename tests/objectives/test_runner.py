@@ -133,10 +133,38 @@ def test_a_validation_split_large_against_training_is_scored_whole_only_for_the_
     value = objective(
         task, recorder, data=tiny_data(val=20), budget=budget(4), patience=5, rung_val_images=4
     )(trial())
-    assert task.scored == [4, 4, 4, 4, 20]
+    # four rungs on 4 images; the last weights and the best on all 20
+    assert task.scored == [4, 4, 4, 4, 20, 20]
     assert value == 0.7 and task.finalized_weight == 2.0
     # no epoch was scored on all of validation: the only val_score is the best weights'
     assert recorder.steps("val_score") == {8: 0.7}
+
+
+class SplitDependentTask(ScriptedTask):
+    """Scores on all of validation (20 images) differ from the rung split's."""
+
+    def __init__(self, values_by_step, whole_values_by_step):
+        super().__init__(values_by_step)
+        self.whole = whole_values_by_step
+
+    def evaluate(self, parts, hp, data, split, ctx):
+        if len(split) < 20:
+            return super().evaluate(parts, hp, data, split, ctx)
+        self.scored.append(len(split))
+        return {"val_score": self.whole[int(parts.modules["m"].weight.item())]}
+
+
+def test_weights_chosen_on_a_part_of_validation_give_way_to_the_last_if_they_score_as_well():
+    # the rung split prefers step 2; all of validation scores the last weights as well
+    task = SplitDependentTask({1: 0.2, 2: 0.7, 3: 0.5, 4: 0.6}, {2: 0.8, 4: 0.8})
+    t = trial()
+    value = objective(task, data=tiny_data(val=20), budget=budget(4), rung_val_images=4)(t)
+    assert value == 0.8 and task.finalized_weight == 4.0
+    assert t.user_attrs[keys.BEST_STEP] == 16
+    # and the best weights stay when the last score worse on all of validation
+    task = SplitDependentTask({1: 0.2, 2: 0.7, 3: 0.5, 4: 0.6}, {2: 0.8, 4: 0.79})
+    value = objective(task, data=tiny_data(val=20), budget=budget(4), rung_val_images=4)(trial())
+    assert value == 0.8 and task.finalized_weight == 2.0
 
 
 def test_early_stopping_after_patience_epochs_without_improvement(recorder):
