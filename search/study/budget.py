@@ -29,6 +29,9 @@ from tunelab.search.study.prepare import Prepared
 FULL_TRIAL_SHARE = 1 / 3
 """A full trial may take this share of one worker's time budget: trials that start early and
 survive every rung still finish before the deadline."""
+FRONT_TRIAL_SHARE = 1 / 8
+"""In a multi-objective study a full trial takes this share: a front needs several complete
+trials, of several sizes, where one objective needs a few good ones."""
 STARTUP_S = 10.0
 """Seconds a worker needs before its first trial trains (imports, data, checks)."""
 FIRST_RUNG_S = 2.5
@@ -167,7 +170,8 @@ def plan_budget(
     prepared: Prepared, workers: int, threads: int | None, train_size: int
 ) -> BudgetPlan:
     """The trial budget of a new study: --max-epochs in rungs; with a time budget and no trial
-    target, cut so that a full trial fits FULL_TRIAL_SHARE of one worker's time."""
+    target, cut so that a full trial fits FULL_TRIAL_SHARE of one worker's time
+    (FRONT_TRIAL_SHARE with several objectives)."""
     spec = prepared.spec
     budget = epoch_budget(spec.max_epochs or DEFAULT_EPOCHS, train_size, spec.rung_images)
     if spec.timeout is None or spec.n_trials is not None:
@@ -177,7 +181,9 @@ def plan_budget(
     if spec.rung_images is None:  # rungs of FIRST_RUNG_S seconds, no larger than automatic
         rung = max(MIN_RUNG_IMAGES, min(rung, round(measured.images_per_s * FIRST_RUNG_S)))
     seconds = max(0.0, spec.timeout - STARTUP_S - measured.finish_s)
-    usable = seconds * measured.images_per_s * FULL_TRIAL_SHARE
+    multi = prepared.objectives is not None and prepared.objectives.multi
+    share = FRONT_TRIAL_SHARE if multi else FULL_TRIAL_SHARE
+    usable = seconds * measured.images_per_s * share
     most = math.ceil((spec.max_epochs or MAX_PLANNED_EPOCHS) * train_size / rung)
     rungs = max(1, min(most, math.floor(usable / rung)))
     return BudgetPlan(

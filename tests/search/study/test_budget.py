@@ -23,11 +23,11 @@ from tunelab.search.study.budget import (
 TRAIN = 50_000
 
 
-def _plan(monkeypatch, images_per_s=1000.0, **spec):
+def _plan(monkeypatch, images_per_s=1000.0, objectives=None, **spec):
     monkeypatch.setattr(
         budget_module, "measure_throughput", lambda *a: Throughput(images_per_s, finish_s=5.0)
     )
-    prepared = SimpleNamespace(spec=StudySpec(task="cnn", **spec))
+    prepared = SimpleNamespace(spec=StudySpec(task="cnn", **spec), objectives=objectives)
     return plan_budget(prepared, workers=2, threads=1, train_size=TRAIN)
 
 
@@ -44,6 +44,14 @@ def test_a_time_budget_cuts_a_full_trial_to_a_share_of_one_workers_time(monkeypa
     usable = (300 - budget_module.STARTUP_S - 5.0) * 1000 * budget_module.FULL_TRIAL_SHARE
     assert plan.budget.max_rungs == int(usable // rung)
     assert (plan.planned_for_s, plan.workers, plan.images_per_s) == (300, 2, 1000.0)
+
+
+def test_a_multi_objective_study_plans_shorter_trials_for_a_front(monkeypatch):
+    single = _plan(monkeypatch, timeout=300)
+    multi = _plan(monkeypatch, timeout=300, objectives=SimpleNamespace(multi=True))
+    share = budget_module.FRONT_TRIAL_SHARE / budget_module.FULL_TRIAL_SHARE
+    assert multi.budget.rung == single.budget.rung
+    assert multi.budget.max_rungs == pytest.approx(single.budget.max_rungs * share, abs=1)
 
 
 def test_a_fast_machine_is_capped_at_the_epoch_limit(monkeypatch):
