@@ -50,7 +50,8 @@ RUN if [ -n "$EXTRA_CA_CERTS" ]; then \
 
 # torch first, in a layer of its own: the largest download, and the slowest to change.
 # Empty TORCH_INDEX_URL: the project's install below takes torch from the default index.
-# A WHEELHOUSE replaces every index; its torch build is the one installed.
+# A WHEELHOUSE replaces every index; its torch build is the one installed, with torchvision
+# in the same command so that pip takes the pair that match (`pip download` both together).
 ARG TORCH_INDEX_URL=
 ARG WHEELHOUSE=
 RUN if [ -n "$WHEELHOUSE" ]; then \
@@ -66,8 +67,12 @@ COPY tunelab ./tunelab
 COPY search ./search
 COPY models ./models
 COPY objectives ./objectives
+# The check: torchvision's compiled operators load beside this torch (a torchvision built for
+# another torch, or a CUDA torchvision beside a CPU-only torch, imports but fails at its first
+# operator, e.g. `operator torchvision::nms does not exist`), so a mismatched pair fails here.
 RUN pip install ${WHEELHOUSE:+--no-index --find-links "$WHEELHOUSE"} . \
-    && tunelab --help > /dev/null
+    && tunelab --help > /dev/null \
+    && python -c "import torch, torchvision; torchvision.ops.nms(torch.zeros(1, 4), torch.ones(1), 0.5)"
 COPY docker ./docker
 
 # Not root, with a fixed uid (volumes and host folders can be given to it). Named volumes

@@ -17,7 +17,8 @@ images from Debian's packages and tunelab's image from a local wheelhouse. Then:
              MLflow's REST API (parent and nested runs, statuses, served artifacts),
              optuna-dashboard's API, the MLflow UI in headless Chromium, and no password in
              any container's command line or log
-  down       `docker compose down -v`, the images it built, and the engine it started
+  down       `docker compose down -v`, the images it built and their build cache (unless
+             --keep-images), and the engine it started
 
 Exit status 0 when every check passes, 1 when one fails (one line, then the logs' folder),
 2 for bad input. Each phase's time is printed at the end.
@@ -219,6 +220,17 @@ def ensure_compose() -> None:
 
 def image_present(name: str) -> bool:
     return run(["docker", "image", "inspect", name], check=False).returncode == 0
+
+
+def remove_images(images: list[str], own_engine: bool) -> None:
+    """The images built here, then what the build left: dangling images and, on an engine
+    this script started (a user's engine keeps its cache), the build cache no image uses any
+    more (tunelab's layers, torch's included, are several GB)."""
+    for image in images:
+        run(["docker", "image", "rm", image], check=False)
+    run(["docker", "image", "prune", "-f"], check=False)
+    if own_engine:
+        run(["docker", "builder", "prune", "-f"], check=False)
 
 
 def registry_reachable() -> bool:
@@ -535,8 +547,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument(
         "--torch",
         default=os.environ.get("COMPOSE_E2E_TORCH", "torch"),
-        help="torch requirement of the wheelhouse (no registry), e.g. torch==2.13.0 for a "
-        "CPU build found locally; default $COMPOSE_E2E_TORCH or torch",
+        help="torch requirement of the wheelhouse (no registry), e.g. torch==2.14.1; "
+        "torchvision is resolved with it in the same download, so the two match; "
+        "default $COMPOSE_E2E_TORCH or torch",
     )
     parser.add_argument(
         "--keep-images", action="store_true", help="keep the images built (faster reruns)"
@@ -671,9 +684,7 @@ def main(argv: list[str] | None = None) -> int:
             log("docker compose down -v")
             stack.compose("down", "-v", "--remove-orphans", check=False)
             if not args.keep_images:
-                for image in built:
-                    run(["docker", "image", "rm", image], check=False)
-                run(["docker", "image", "prune", "-f"], check=False)  # the build's leftovers
+                remove_images(built, own_engine=engine.process is not None)
             timings["down"] = time.monotonic() - started
         engine.stop()
         shutil.rmtree(tmp, ignore_errors=True)

@@ -336,8 +336,19 @@ class StudyTracker:
             TrialRun(self, run_id).end("FAILED", reason or "process ended")
         if self.parent_run_id:
             if reason:
-                self.client.set_tag(self.parent_run_id, keys.LAST_EXIT_TAG, reason)
+                self._set_parent_tag(keys.LAST_EXIT_TAG, reason)
             self.client.set_terminated(self.parent_run_id, parent_status)
+
+    def _set_parent_tag(self, key: str, value: str) -> None:
+        """Workers stopped together (`docker compose stop`) write the same tag on the parent
+        run at once: the tracking server's insert then loses the race with a unique violation
+        (seen against PostgreSQL); written again, the row exists and is updated."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            self.client.set_tag(self.parent_run_id, key, value)
+        except MlflowException:
+            self.client.set_tag(self.parent_run_id, key, value)
 
 
 class TrialRun:

@@ -255,6 +255,49 @@ def test_image_files_keep_secrets_out_and_choose_torch_by_build_argument():
     assert re.search(r"useradd --uid 10001\b", dockerfile), "a fixed uid for volume owners"
 
 
+def test_image_build_fails_on_a_torchvision_that_does_not_match_its_torch():
+    # A torchvision built for another torch (or a CUDA one beside a CPU-only torch) imports,
+    # then fails at its first operator: `operator torchvision::nms does not exist`. The image
+    # build runs one such operator after the install, so a mismatched pair fails the build.
+    dockerfile = (REPO / "Dockerfile").read_text().replace("\\\n", " ")
+    install = next(
+        line
+        for line in dockerfile.splitlines()
+        if line.startswith("RUN pip install") and " . " in line
+    )
+    check = re.search(r'python -c "([^"]+)"', install)
+    assert check and "torchvision.ops.nms" in check.group(1), install
+    # The check itself holds on a matched pair (this environment's).
+    result = subprocess.run(
+        [sys.executable, "-c", check.group(1)], capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+
+
+def test_compose_e2e_removes_its_images_and_their_build_cache(monkeypatch):
+    # The real run left 14 GB of build cache behind after removing its images: the torch
+    # layers stay in the builder's cache until it is pruned too.
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "compose_e2e", REPO / "scripts" / "compose_e2e.py"
+    )
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    calls = []
+    monkeypatch.setattr(script, "run", lambda argv, **kwargs: calls.append(argv))
+    script.remove_images(["tunelab:latest", "tunelab-base:bookworm"], own_engine=True)
+    assert calls[:2] == [
+        ["docker", "image", "rm", "tunelab:latest"],
+        ["docker", "image", "rm", "tunelab-base:bookworm"],
+    ]
+    assert ["docker", "builder", "prune", "-f"] in calls
+    assert not any("-a" in argv or "--all" in argv for argv in calls), "only what is unused"
+    calls.clear()  # a user's own engine keeps its build cache
+    script.remove_images(["tunelab:latest"], own_engine=False)
+    assert ["docker", "builder", "prune", "-f"] not in calls
+
+
 def test_default_study_config_is_a_valid_tunelab_config():
     from tunelab.search.spec import load_config_file
 

@@ -81,6 +81,29 @@ def test_close_ends_what_the_process_left_open(storage_url, tracking_uri):
     assert parent.info.status == "KILLED" and parent.data.tags[keys.LAST_EXIT_TAG] == "interrupted"
 
 
+def test_close_writes_its_exit_again_when_another_worker_wrote_it_at_the_same_moment(
+    storage_url, tracking_uri, monkeypatch
+):
+    from mlflow.exceptions import MlflowException
+
+    study = optuna.create_study(study_name="s", storage=storage_url)
+    tracker = StudyTracker(tracking_uri, "s")
+    tracker.attach_parent(study, {})
+    set_tag, calls = tracker.client.set_tag, []
+
+    def losing_the_race_once(*args):
+        calls.append(args)
+        if len(calls) == 1:  # as a tracking server answers the second of two inserts
+            raise MlflowException("duplicate key value violates unique constraint tag_pk")
+        return set_tag(*args)
+
+    monkeypatch.setattr(tracker.client, "set_tag", losing_the_race_once)
+    tracker.close("KILLED", "interrupted")
+    parent = MlflowClient(tracking_uri).get_run(tracker.parent_run_id)
+    assert len(calls) == 2 and parent.data.tags[keys.LAST_EXIT_TAG] == "interrupted"
+    assert parent.info.status == "KILLED"
+
+
 def test_a_dead_trials_run_is_failed_and_marked_recovered(storage_url, tracking_uri):
     study = optuna.create_study(study_name="s", storage=storage_url)
     tracker = StudyTracker(tracking_uri, "s")
