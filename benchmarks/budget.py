@@ -93,8 +93,12 @@ def run_tunelab(scenario: Scenario, folder: Path) -> Outcome:
         command += ["--limit-train", str(scenario.limit_train)]
     start = time.perf_counter()
     env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"}
-    subprocess.run(command, cwd=folder, env=env, check=True, capture_output=True, timeout=3600)
+    done = subprocess.run(
+        command, cwd=folder, env=env, capture_output=True, text=True, timeout=3600
+    )
     wall = time.perf_counter() - start
+    if done.returncode != 0:
+        sys.exit(f"{scenario.name}: tunelab exited {done.returncode}:\n{done.stderr[-3000:]}")
     study = optuna.load_study(study_name=f"cnn-{scenario.dataset}", storage=storage)
     summary = SearchSummary.of(study)
     default = summary.default
