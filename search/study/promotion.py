@@ -109,7 +109,7 @@ def _endgame_pick(
             ),
             key=lambda t: rank_at(t.intermediate_values[step], values, study.direction),
         )
-        for trial in candidates:
+        for trial in candidates[:KEPT_PAUSED]:  # the others' checkpoints were given up
             if pruner.can_finish(trial, step, now) and claim(study, f"resume-{trial.number}"):
                 _queue_continuation(study, trial)
                 return trial.number
