@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import logging
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from datetime import datetime
 from pathlib import Path
 
 import optuna
 import sqlalchemy
+from optuna.trial import TrialState
 from sqlalchemy.engine import URL, make_url
 
 from tunelab.search.spec import SpecError, without_password
@@ -110,6 +112,28 @@ class ResilientRDBStorage(optuna.storages.RDBStorage):
     another worker fails it and starts a duplicate retry. A failed beat is skipped instead: the
     next one, an interval later, goes through a fresh connection (pool_pre_ping).
     """
+
+    def set_trial_state_values(
+        self, trial_id: int, state: TrialState, values: Sequence[float] | None = None
+    ) -> bool:
+        """As Optuna's, except that on SQLite a queued trial is taken by one process only.
+
+        Optuna reads a queued trial's state with SELECT ... FOR UPDATE, which SQLite ignores:
+        two workers asking at once both read WAITING and both run the trial (a retry or a
+        promoted continuation trained twice; the second to end gets "Cannot tell a PRUNED
+        trial", optuna#4621). One conditional UPDATE lets exactly one of them have it."""
+        if state != TrialState.RUNNING or self.engine.dialect.name != "sqlite":
+            return super().set_trial_state_values(trial_id, state, values)
+        from optuna.storages._rdb import models  # Optuna's own table definitions
+
+        trial = models.TrialModel
+        with self.engine.begin() as connection:
+            taken = connection.execute(
+                sqlalchemy.update(trial)
+                .where(trial.trial_id == trial_id, trial.state == TrialState.WAITING)
+                .values(state=TrialState.RUNNING, datetime_start=datetime.now())
+            )
+        return taken.rowcount == 1
 
     def record_heartbeat(self, trial_id: int) -> None:
         try:

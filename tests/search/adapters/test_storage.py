@@ -67,3 +67,31 @@ def test_open_storage_gives_a_working_storage_with_a_heartbeat(storage_url):
         assert engine_kwargs(storage_url) == {"connect_args": {"timeout": 60}}
     else:
         assert engine_kwargs(storage_url)["pool_pre_ping"] is True
+
+
+def _pop_all(url: str, start, taken) -> None:
+    """One worker: take queued trials until none is left (as study.ask does)."""
+    study = optuna.load_study(study_name="q", storage=open_storage(url))
+    start.wait()
+    while (trial_id := study._pop_waiting_trial_id()) is not None:
+        taken.put(trial_id)
+
+
+def test_each_queued_trial_is_taken_by_one_worker_only(storage_url):
+    # On SQLite, Optuna's SELECT ... FOR UPDATE is no lock: several workers asking at once
+    # could each take the same queued trial (optuna#4621) and train it twice.
+    import multiprocessing
+
+    study = optuna.create_study(study_name="q", storage=open_storage(storage_url))
+    for x in range(40):
+        study.enqueue_trial({"x": x})
+    context = multiprocessing.get_context("fork")  # the workers run this module's function
+    start, taken = context.Barrier(4), context.Queue()
+    workers = [context.Process(target=_pop_all, args=(storage_url, start, taken)) for _ in range(4)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(timeout=120)
+    ids = [taken.get(timeout=10) for _ in range(taken.qsize())]
+    assert sorted(ids) == sorted(t._trial_id for t in study.get_trials())
+    assert all(worker.exitcode == 0 for worker in workers)
