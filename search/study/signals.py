@@ -8,7 +8,13 @@ to its workers as well: each worker would otherwise be interrupted twice.
 
 from __future__ import annotations
 
+import logging
 import signal
+
+CLEANUP_LOGGERS = ("sqlalchemy.pool",)
+"""Loggers of clean-up errors an interruption causes and the library then swallows: a signal
+that lands inside a database read leaves a cursor that cannot close ("Error closing cursor",
+with a traceback). The process is ending; its own one-line message says why."""
 
 
 class Terminated(KeyboardInterrupt):
@@ -18,6 +24,8 @@ class Terminated(KeyboardInterrupt):
 def _interrupt(signum: int, frame: object) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    for name in CLEANUP_LOGGERS:
+        logging.getLogger(name).setLevel(logging.CRITICAL)
     raise Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
 
 
