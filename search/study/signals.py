@@ -11,10 +11,11 @@ from __future__ import annotations
 import logging
 import signal
 
-CLEANUP_LOGGERS = ("sqlalchemy.pool",)
-"""Loggers of clean-up errors an interruption causes and the library then swallows: a signal
-that lands inside a database read leaves a cursor that cannot close ("Error closing cursor",
-with a traceback). The process is ending; its own one-line message says why."""
+CLEANUP_LOGGERS = ("sqlalchemy.pool", "mlflow.store.db.utils")
+"""Loggers of clean-up errors an interruption causes, printed with a traceback by the library
+that catches them: a signal inside a database read leaves a cursor that cannot close ("Error
+closing cursor"); MLflow's SQLite store, closing runs while another worker writes, logs "database
+is locked" before it retries or raises. The process is ending; its one line says why."""
 
 
 class Terminated(KeyboardInterrupt):
