@@ -56,18 +56,20 @@ def resume_promotable(
     rung (each exactly once, whichever worker gets there first); give up the checkpoints of
     paused trials ranked below the best KEPT_PAUSED of their rung. Returns the trials resumed."""
     resumed: list[int] = []
-    given_up: set[int] = set()
     by_step: dict[int, list[FrozenTrial]] = {}
     for trial in paused_trials(study):
         by_step.setdefault(int(trial.user_attrs[keys.PAUSED_AT]), []).append(trial)
+    # step -> (trials at the rung, [(rank, paused trial) whose checkpoint is kept, best first])
+    kept: dict[int, tuple[int, list[tuple[int, FrozenTrial]]]] = {}
     for step, waiting in by_step.items():
         values = values_at(study, step)
         promotable = len(values) // pruner.reduction_factor
         ranked = sorted(
-            waiting, key=lambda t: rank_at(t.intermediate_values[step], values, study.direction)
+            ((rank_at(t.intermediate_values[step], values, study.direction), t) for t in waiting),
+            key=lambda pair: pair[0],
         )
-        for place, trial in enumerate(ranked):
-            rank = rank_at(trial.intermediate_values[step], values, study.direction)
+        kept[step] = (len(values), [])
+        for place, (rank, trial) in enumerate(ranked):
             if (
                 rank <= promotable
                 and pruner.can_finish(trial, step, time.time())
@@ -77,9 +79,10 @@ def resume_promotable(
                 resumed.append(trial.number)
             elif place >= KEPT_PAUSED and checkpoints is not None:
                 checkpoints.remove(trial.number)
-                given_up.add(trial.number)
+            elif place < KEPT_PAUSED:
+                kept[step][1].append((rank, trial))
     if not resumed and pruner.in_endgame(time.time()):
-        endgame = _endgame_pick(study, pruner, by_step, given_up)
+        endgame = _endgame_pick(study, pruner, kept)
         if endgame is not None:
             resumed.append(endgame)
     return resumed
@@ -88,28 +91,20 @@ def resume_promotable(
 def _endgame_pick(
     study: optuna.Study,
     pruner: PausingHalvingPruner,
-    by_step: dict[int, list[FrozenTrial]],
-    given_up: set[int],
+    kept: dict[int, tuple[int, list[tuple[int, FrozenTrial]]]],
 ) -> int | None:
     """Continue the best paused trial that can still finish (deepest rung first), unless a
     queued trial already waits for the next free worker. Returns the trial continued."""
     if study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
         return None
     now = time.time()
-    for step in sorted(by_step, reverse=True):
-        values = values_at(study, step)
+    for step in sorted(kept, reverse=True):
+        size, candidates = kept[step]
         # the better half only: a trial behind most of its rung is unlikely to be the answer
-        contenders = max(1, (len(values) + 1) // 2)
-        candidates = sorted(
-            (
-                t
-                for t in by_step[step]
-                if t.number not in given_up
-                and rank_at(t.intermediate_values[step], values, study.direction) <= contenders
-            ),
-            key=lambda t: rank_at(t.intermediate_values[step], values, study.direction),
-        )
-        for trial in candidates[:KEPT_PAUSED]:  # the others' checkpoints were given up
+        contenders = max(1, (size + 1) // 2)
+        for rank, trial in candidates:
+            if rank > contenders:
+                break
             if pruner.can_finish(trial, step, now) and claim(study, f"resume-{trial.number}"):
                 _queue_continuation(study, trial)
                 return trial.number
