@@ -31,6 +31,7 @@ from tunelab.objectives.base import Parts, StepContext, Task
 from tunelab.objectives.budget import AUTO_RUNG_VAL_IMAGES, JUDGE_VAL_PER_TRAIN, TrialBudget
 from tunelab.objectives.checkpoints import CheckpointStore
 from tunelab.objectives.data import DataBundle, Split
+from tunelab.objectives.interruptions import interruption_in
 from tunelab.objectives.recorders import NullRecorder, TrialRecorder
 from tunelab.objectives.space import SearchSpace
 
@@ -382,10 +383,13 @@ class Objective:
             self._end(trial.number, recorder, "KILLED", reason, True)
             raise optuna.TrialPruned(reason) from None
         except BaseException as error:
-            reason = _failure_reason(error)
+            interruption = interruption_in(error)
+            reason = "interrupted" if interruption is not None else _failure_reason(error)
             trial.set_user_attr(keys.FAIL_REASON, reason)
             recorder.set_tags({keys.FAIL_REASON: reason})
             recorder.end("FAILED", reason)  # its checkpoint stays: a retry may resume it
+            if interruption is not None and interruption is not error:
+                raise interruption from None  # the worker stops, as for a plain Ctrl-C
             raise
         self._end(trial.number, recorder, "FINISHED", None, True)
         return value
@@ -638,8 +642,6 @@ def _free_device_memory() -> None:
 
 
 def _failure_reason(error: BaseException) -> str:
-    if isinstance(error, KeyboardInterrupt):
-        return "interrupted"
     text = str(error).splitlines()[0] if str(error) else ""
     return f"{type(error).__name__}: {text}"[:500]
 

@@ -2,23 +2,32 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import logging
 import sqlite3
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import optuna
 import sqlalchemy
 from optuna.trial import TrialState
 from sqlalchemy.engine import URL, make_url
 
+from tunelab.search.adapters.signals import held
 from tunelab.search.spec import SpecError, without_password
 
 SQLITE_BUSY_TIMEOUT_S = 60
 """How long a SQLite writer waits for the lock before giving up."""
 CONNECT_TIMEOUT_S = 10
 """How long to wait for a database server to answer."""
+NEW_TRIAL_LOCK_SPACE = 0x7475
+"""First key of PostgreSQL's advisory lock on creating a study's trials (the study id is the
+second): a number of tunelab's own, so that it meets no other application's locks."""
+COUNTED_STATES = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING, TrialState.WAITING)
+"""The trials that count toward a study's target: finished ones and those that will finish."""
 _log = logging.getLogger(__name__)
 
 
@@ -104,15 +113,85 @@ def engine_kwargs(url_text: str) -> dict:
 StaleTrialCallback = Callable[[optuna.Study, optuna.trial.FrozenTrial], None]
 
 
+class TargetReached(Exception):
+    """No new trial: the study's finished, running and queued trials already make its target."""
+
+
 class ResilientRDBStorage(optuna.storages.RDBStorage):
-    """Optuna's RDBStorage whose heartbeat survives a failed write.
+    """Optuna's RDBStorage whose heartbeat survives a failed write, and that starts no trial
+    beyond the study's target.
 
     Optuna's heartbeat thread ends for good at the first exception (a PostgreSQL restart,
     SQLite locked past its timeout); the live trial then looks dead after the grace period, and
     another worker fails it and starts a duplicate retry. A failed beat is skipped instead: the
     next one, an interval later, goes through a fresh connection (pool_pre_ping).
+
+    And the writes of a running trial end before an interruption is raised: Ctrl-C inside a
+    SQLite commit would leave the lock with a connection the process cannot use, and the
+    trial's end ("interrupted") could not be stored.
+
+    With `trial_target`, a new trial (not a queued one) is created only while the study holds
+    fewer counted trials than the target, and one process at a time decides it: two workers
+    ending their trials in the same instant would otherwise both see one trial missing and
+    both start one (Optuna's MaxTrialsCallback counts, then asks: one more than the target).
     """
 
+    def __init__(self, *args: Any, trial_target: int | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.trial_target = trial_target
+        """No new trial once this many are counted (COUNTED_STATES); None: no limit."""
+
+    @held
+    def _create_new_trial(
+        self, study_id: int, template_trial: optuna.trial.FrozenTrial | None = None
+    ) -> optuna.trial.FrozenTrial:
+        if template_trial is not None or self.trial_target is None:  # queued: no new trial
+            return super()._create_new_trial(study_id, template_trial)
+        with self._one_creator_at_a_time(study_id):
+            if self._counted_trials(study_id) >= self.trial_target:
+                raise TargetReached(f"the study holds its {self.trial_target} trials")
+            return super()._create_new_trial(study_id)
+
+    @contextlib.contextmanager
+    def _one_creator_at_a_time(self, study_id: int) -> Iterator[None]:
+        """Held until the new trial is committed; released by the database or the kernel when
+        the process dies, so a crashed worker blocks no one."""
+        if self.engine.dialect.name == "postgresql":
+            with self.engine.begin() as connection:  # the lock ends with this transaction
+                connection.execute(
+                    sqlalchemy.text("SELECT pg_advisory_xact_lock(:space, :study)"),
+                    {"space": NEW_TRIAL_LOCK_SPACE, "study": study_id},
+                )
+                yield
+            return
+        path = sqlite_path(self.engine.url)
+        if path is None:  # in-memory SQLite lives in one process; other databases: no lock
+            yield
+            return
+        # a file beside the database, not the database: closing any descriptor of that file
+        # would drop SQLite's own locks on it
+        with open(path.with_name(path.name + ".new-trial.lock"), "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            yield
+
+    def _counted_trials(self, study_id: int) -> int:
+        from optuna.storages._rdb import models  # Optuna's own table definitions
+
+        trial = models.TrialModel
+        with self.engine.connect() as connection:
+            return connection.execute(
+                sqlalchemy.select(sqlalchemy.func.count())
+                .select_from(trial)
+                .where(trial.study_id == study_id, trial.state.in_(COUNTED_STATES))
+            ).scalar_one()
+
+    # Optuna's cache wrapper calls the private _set_trial_param and _create_new_trial
+    _set_trial_param = held(optuna.storages.RDBStorage._set_trial_param)
+    set_trial_intermediate_value = held(optuna.storages.RDBStorage.set_trial_intermediate_value)
+    set_trial_user_attr = held(optuna.storages.RDBStorage.set_trial_user_attr)
+    set_trial_system_attr = held(optuna.storages.RDBStorage.set_trial_system_attr)
+
+    @held
     def set_trial_state_values(
         self, trial_id: int, state: TrialState, values: Sequence[float] | None = None
     ) -> bool:
@@ -147,9 +226,11 @@ def open_storage(
     heartbeat_interval: int | None = None,
     grace_period: int | None = None,
     on_stale: StaleTrialCallback | None = None,
+    trial_target: int | None = None,
 ) -> optuna.storages.RDBStorage:
     """An RDBStorage; with a heartbeat, a trial whose process died is failed after the grace
-    period and handed to `on_stale` (e.g. a retry that resumes it)."""
+    period and handed to `on_stale` (e.g. a retry that resumes it); with `trial_target`, no
+    new trial beyond it (`TargetReached`)."""
     path = sqlite_path(make_url(url_text))
     if path is not None:
         enable_wal(path)
@@ -160,4 +241,6 @@ def open_storage(
             "grace_period": grace_period,
             "heartbeat_stale_trial_callback": on_stale,
         }
-    return ResilientRDBStorage(url_text, engine_kwargs=engine_kwargs(url_text), **heartbeat)
+    return ResilientRDBStorage(
+        url_text, engine_kwargs=engine_kwargs(url_text), trial_target=trial_target, **heartbeat
+    )

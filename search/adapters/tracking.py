@@ -23,6 +23,7 @@ from optuna.trial import FrozenTrial
 
 from tunelab.objectives import keys
 from tunelab.objectives.recorders import RunStatus
+from tunelab.search.adapters.signals import held
 from tunelab.search.adapters.storage import check_database, parse_url, sqlite_path
 from tunelab.search.spec import SpecError, StudySpec
 
@@ -44,12 +45,17 @@ SYSTEM_METRICS_INTERVAL_S = 10.0
 """Seconds between two samples of the system metrics of a trial (MLflow's default)."""
 
 
+def is_server(uri: str) -> bool:
+    """Whether the tracking URI names an MLflow server (else a database MLflow writes itself)."""
+    return uri.startswith(("http://", "https://"))
+
+
 def ui_base(tracking_uri: str, ui_url: str | None = None) -> str:
     """The MLflow UI of a store: `ui_url`, else the tracking server itself, else what
     `tunelab ui` serves."""
     if ui_url:
         return ui_url.rstrip("/")
-    if tracking_uri.startswith(("http://", "https://")):
+    if is_server(tracking_uri):
         return tracking_uri.rstrip("/")
     return LOCAL_UI_URL
 
@@ -89,7 +95,7 @@ def dashboard_trial_url(base: str, study: optuna.Study, number: int) -> str:
 
 def check_tracking_uri(uri: str) -> None:
     """Fail with one line unless the tracking store can be used; writes nothing there."""
-    if uri.startswith(("http://", "https://")):
+    if is_server(uri):
         try:
             with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=HTTP_TIMEOUT_S):
                 return
@@ -108,7 +114,7 @@ def open_tracking(uri: str):
     """An MlflowClient on an existing tracking store; SpecError instead of creating one."""
     from mlflow import MlflowClient
 
-    if not uri.startswith(("http://", "https://")):
+    if not is_server(uri):
         path = sqlite_path(parse_url(uri, "tracking"))
         if path is not None and not path.is_file():
             raise SpecError(f"no MLflow tracking database at {path}: pass --tracking-uri")
@@ -118,10 +124,26 @@ def open_tracking(uri: str):
 
 def local_artifact_root(uri: str) -> str | None:
     """For a local SQLite store, artifacts go beside it in <folder>/artifacts."""
-    if uri.startswith(("http://", "https://")):
+    if is_server(uri):
         return None
     path = sqlite_path(parse_url(uri, "tracking"))
     return None if path is None else (path.parent / "artifacts").resolve().as_uri()
+
+
+class DatabaseCallsHeld:
+    """An MlflowClient on a database whose calls end before an interruption is raised.
+
+    Ctrl-C inside MLflow's SQLite commit leaves the write lock with a connection the process
+    cannot use again: the trial's clean-up (its fail reason, closing its run) then fails
+    "database is locked". Calls to a server are not held: a retrying HTTP call would hold
+    Ctrl-C for minutes."""
+
+    def __init__(self, client: Any) -> None:
+        self._client = client
+
+    def __getattr__(self, name: str) -> Any:
+        found = getattr(self._client, name)
+        return held(found) if callable(found) else found
 
 
 class StudyTracker:
@@ -145,7 +167,8 @@ class StudyTracker:
         """Base URL of optuna-dashboard (None: unknown, no link)."""
         self.system_metrics = system_metrics
         """Whether each trial's run logs MLflow's system metrics."""
-        self.client = MlflowClient(tracking_uri=tracking_uri)
+        client = MlflowClient(tracking_uri=tracking_uri)
+        self.client = client if is_server(tracking_uri) else DatabaseCallsHeld(client)
         self.experiment_id = self._experiment()
         self.parent_run_id: str | None = None
         self._open_runs: dict[str, str] = {}  # run id -> trial label, still RUNNING

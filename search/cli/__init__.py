@@ -60,8 +60,8 @@ def _is_click_usage_error(exc: Exception) -> bool:
 def main(argv: list[str] | None = None) -> int:
     """Entry point: one line per user error, exit 2; 130 on Ctrl-C; 143 on SIGTERM."""
     from tunelab.search.adapters.logs import library_logs, quiet_env
+    from tunelab.search.adapters.signals import interrupt_once
     from tunelab.search.adapters.tracking import telemetry_env
-    from tunelab.search.study.signals import interrupt_once
 
     os.environ.update(telemetry_env())
     os.environ.update(quiet_env())  # before mlflow is imported: it reads its level then

@@ -9,8 +9,9 @@ from typing import Annotated, TypeVar
 
 import typer
 
+from tunelab.objectives.interruptions import interruption_in
+from tunelab.search.adapters.signals import Terminated
 from tunelab.search.spec import DEFAULT_STORAGE, STORAGE_ENV
-from tunelab.search.study.signals import Terminated
 
 EXIT_GAVE_UP = 1
 """A worker stopped after several trials in a row failed (not the input's fault)."""
@@ -56,6 +57,6 @@ class NoInterruptTraceback(logging.Filter):
     """Optuna logs a failed trial with its traceback; for Ctrl-C / SIGTERM that is noise."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if record.exc_info and isinstance(record.exc_info[1], KeyboardInterrupt):
+        if record.exc_info and interruption_in(record.exc_info[1]) is not None:
             record.exc_info, record.exc_text = None, None
         return True

@@ -70,10 +70,15 @@ def ui(
     host: HostOpt = LOCALHOST,
 ) -> None:
     """Serve the MLflow UI on the tracking store until Ctrl-C."""
-    from tunelab.search.adapters.tracking import local_artifact_root, open_tracking, telemetry_env
+    from tunelab.search.adapters.tracking import (
+        is_server,
+        local_artifact_root,
+        open_tracking,
+        telemetry_env,
+    )
 
     uri = resolve_tracking_uri(tracking_uri)
-    if uri.startswith(("http://", "https://")):
+    if is_server(uri):
         print(f"{uri} is an MLflow server already: open it in a browser")
         return
     client = open_tracking(uri)  # one line if the store is missing or unreachable

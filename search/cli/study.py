@@ -154,7 +154,7 @@ def run_spec(spec: StudySpec, worker_index: int = 0, joining: bool = False, repo
 
 
 def _summary(spec: StudySpec, study, metric: str) -> None:
-    from tunelab.search.adapters.tracking import StudyTracker
+    from tunelab.search.adapters.tracking import StudyTracker, is_server
     from tunelab.search.study.pareto import front_lines
     from tunelab.search.study.queries import best_trial_info
     from tunelab.search.study.run import count_finished
@@ -188,7 +188,7 @@ def _summary(spec: StudySpec, study, metric: str) -> None:
     me = sys.argv[0] if Path(sys.argv[0]).name == "tunelab" else "tunelab"
     storage, tracking = shown_url(spec.storage), shown_url(spec.tracking_uri)
     print("see the results:")
-    if tracking.startswith(("http://", "https://")):
+    if is_server(tracking):
         print(f"  MLflow UI: {tracker.experiment_url()}")
     else:
         print(f"  {me} ui --tracking-uri {tracking}   # MLflow UI: {tracker.experiment_url()}")

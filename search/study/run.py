@@ -20,7 +20,7 @@ from tunelab.objectives.checkpoints import CheckpointStore
 from tunelab.objectives.runner import LoopConfig, Objective
 from tunelab.search.adapters.checkpoint_stores import open_checkpoints
 from tunelab.search.adapters.claims import forget_claims
-from tunelab.search.adapters.storage import open_storage
+from tunelab.search.adapters.storage import TargetReached, open_storage
 from tunelab.search.adapters.tracking import StudyTracker
 from tunelab.search.adapters.transient import Backoff, is_transient, retrying
 from tunelab.search.halving import PausingHalvingPruner
@@ -104,7 +104,11 @@ def open_study(
     threads), or load it and check it is the same search; returns it with its budget."""
     spec, task = prepared.spec, prepared.task
     storage = open_storage(
-        spec.storage, spec.heartbeat_interval, spec.grace_period, on_stale or DeadTrialHandler()
+        spec.storage,
+        spec.heartbeat_interval,
+        spec.grace_period,
+        on_stale or DeadTrialHandler(),
+        trial_target=spec.trial_target,
     )
     train_size = len(prepared.data.train)
     try:
@@ -328,8 +332,9 @@ def work_to_target(
 ) -> None:
     """Run trials until the study holds `target` finished trials or its time budget ends.
 
-    Optuna's loop stops starting trials once finished plus running trials reach the target
-    (so K workers do not overshoot it); when the rest are other processes' trials, this waits
+    Optuna's loop stops starting trials once finished plus running trials reach the target,
+    and the storage refuses a new trial beyond it (so K workers do not overshoot it, even when
+    they end trials in the same instant); when the rest are other processes' trials, this waits
     for them, reclaiming those whose owner is gone, and runs their retries: a rerun after a
     crash, or the last worker standing, finishes the study. A storage error that a database
     restart causes is retried with backoff for TRANSIENT_GIVE_UP_S; the trial it interrupted
@@ -355,6 +360,8 @@ def work_to_target(
             else:
                 time.sleep(poll_s)  # other workers' trials stand between us and the target
             backoff.reset()
+        except TargetReached:
+            continue  # another worker started the last trial in the same instant: count again
         except Exception as error:
             if not is_transient(error):
                 raise

@@ -22,9 +22,9 @@ from optuna.trial import TrialState
 
 from tunelab.objectives.budget import TrialBudget
 from tunelab.objectives.data import DataBundle
+from tunelab.search.adapters.signals import Terminated
 from tunelab.search.spec import STORAGE_ENV, TRACKING_ENV, StudySpec
 from tunelab.search.study.progress import StudyProgress
-from tunelab.search.study.signals import Terminated
 
 POLL_S = 2.0
 STOP_WAIT_S = 120

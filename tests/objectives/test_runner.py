@@ -232,6 +232,36 @@ def test_an_interrupted_trial_resumes_exactly_where_its_last_rung_left_it(tmp_pa
     assert not checkpoints.path(7).exists()  # removed once the trial completed
 
 
+class LibraryError(Exception):
+    """What a database library raises when its clean-up after a KeyboardInterrupt fails."""
+
+
+def test_an_interruption_a_library_renamed_still_ends_the_trial_as_interrupted(recorder):
+    class RenamingTask(ScriptedTask):
+        def train_step(self, parts, hp, x, y, ctx):
+            try:
+                raise KeyboardInterrupt
+            except KeyboardInterrupt:
+                raise LibraryError("database is locked")  # noqa: B904 (as the library does)
+
+    t = trial()
+    with pytest.raises(KeyboardInterrupt):  # the worker stops, not just this trial
+        objective(RenamingTask({1: 0.5}), recorder, budget=budget(2))(t)
+    assert t.user_attrs[keys.FAIL_REASON] == "interrupted"
+    assert recorder.status == "FAILED" and recorder.tags[keys.FAIL_REASON] == "interrupted"
+
+
+def test_an_ordinary_error_fails_the_trial_with_its_own_reason(recorder):
+    class FailingTask(ScriptedTask):
+        def train_step(self, parts, hp, x, y, ctx):
+            raise LibraryError("disk full")
+
+    t = trial()
+    with pytest.raises(LibraryError):
+        objective(FailingTask({1: 0.5}), recorder, budget=budget(2))(t)
+    assert t.user_attrs[keys.FAIL_REASON] == "LibraryError: disk full"
+
+
 def test_studies_counted_in_epochs_report_once_per_epoch(recorder):
     task = ScriptedTask({s: s / 10 for s in range(1, 7)})
     epochs = TrialBudget(unit="epochs", rung=8, max_rungs=3, train_size=8)

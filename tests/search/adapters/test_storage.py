@@ -6,6 +6,7 @@ import optuna
 import pytest
 
 from tunelab.search.adapters.storage import (
+    TargetReached,
     check_database,
     engine_kwargs,
     open_storage,
@@ -95,3 +96,51 @@ def test_each_queued_trial_is_taken_by_one_worker_only(storage_url):
     ids = [taken.get(timeout=10) for _ in range(taken.qsize())]
     assert sorted(ids) == sorted(t._trial_id for t in study.get_trials())
     assert all(worker.exitcode == 0 for worker in workers)
+
+
+def _ask_until_refused(url: str, target: int, start, asked) -> None:
+    """One worker: start new trials, ending each at once, until the storage refuses one."""
+    study = optuna.load_study(study_name="t", storage=open_storage(url, trial_target=target))
+    start.wait()
+    while True:
+        try:
+            trial = study.ask()
+        except TargetReached:
+            return
+        asked.put(trial.number)
+        study.tell(trial, 0.0)
+
+
+def test_workers_starting_trials_at_once_never_pass_the_target(storage_url):
+    # Optuna's MaxTrialsCallback counts, then asks: two workers ending trials in the same
+    # instant both saw one trial missing and both started one (4 finished of a target of 3).
+    import multiprocessing
+
+    study = optuna.create_study(study_name="t", storage=open_storage(storage_url))
+    study.enqueue_trial({"x": 0})  # a queued trial counts toward the target
+    study.tell(study.ask(), state=optuna.trial.TrialState.FAIL)  # a failed one does not
+    context = multiprocessing.get_context("fork")  # the workers run this module's function
+    start, asked = context.Barrier(4), context.Queue()
+    workers = [
+        context.Process(target=_ask_until_refused, args=(storage_url, 30, start, asked))
+        for _ in range(4)
+    ]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(timeout=120)
+    assert all(worker.exitcode == 0 for worker in workers)
+    numbers = [asked.get(timeout=10) for _ in range(asked.qsize())]
+    assert len(numbers) == len(set(numbers)) == 30  # the queued trial and 29 new ones, once
+    states = [t.state for t in study.get_trials()]
+    assert states.count(optuna.trial.TrialState.COMPLETE) == 30 and len(states) == 31
+
+
+def test_queued_trials_are_not_refused_past_the_target(storage_url):
+    storage = open_storage(storage_url, trial_target=1)
+    study = optuna.create_study(study_name="full", storage=storage)
+    study.tell(study.ask(), 1.0)
+    with pytest.raises(TargetReached):
+        study.ask()
+    study.enqueue_trial({"x": 1})  # a retry or a continuation: not a new trial
+    assert study.ask().params == {} and len(study.trials) == 2
