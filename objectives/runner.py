@@ -340,12 +340,12 @@ class Objective:
         """Whether the rung scores choose the best weights: when the rung split is all of
         validation, or when scoring all of it at every epoch's end would cost too much."""
         val = self.data.val
-        return self.rung_split is val or len(val) > JUDGE_VAL_PER_TRAIN * len(self.data.train)
+        return self._rungs_see_val or len(val) > JUDGE_VAL_PER_TRAIN * len(self.data.train)
 
     @property
     def judges_on_subset(self) -> bool:
         """Whether the best weights are chosen on the rung split, a part of validation only."""
-        return self.judges_on_rungs and self.rung_split is not self.data.val
+        return self.judges_on_rungs and not self._rungs_see_val
 
     def __call__(self, trial: optuna.trial.BaseTrial) -> float | tuple[float, ...]:
         task = self.task
@@ -447,11 +447,7 @@ class Objective:
                     break
         if state.judged_images != state.images:  # the last weights have not been judged yet
             if self.judges_on_rungs:  # on the split the others were judged on
-                split = self.rung_split
-                scores = task.evaluate(
-                    training.parts, training.hp, self.data, split, training.context()
-                )
-                self._judge(training, recorder, scores, logged=split is self.data.val)
+                self._judge(training, recorder, self._rung_scores(training), self._rungs_see_val)
             else:
                 self._judge(training, recorder)
         return self._finish(trial, training, recorder)
@@ -465,10 +461,7 @@ class Objective:
         step = loop.budget.step(state.rungs)
         train_metrics = training.means.pop()
         _check_finite(train_metrics, state.epoch)
-        scores = task.evaluate(
-            training.parts, training.hp, self.data, self.rung_split, training.context()
-        )
-        _check_finite(scores, state.epoch)
+        scores = self._rung_scores(training)
         value = float(scores[task.metric])
         recorder.log_metrics(
             {
@@ -479,8 +472,7 @@ class Objective:
             step=step,
         )
         if self.judges_on_rungs:
-            # logged as validation metrics only when the rung scored all of validation
-            self._judge(training, recorder, scores, logged=self.rung_split is self.data.val)
+            self._judge(training, recorder, scores, logged=self._rungs_see_val)
         self.reports.report(trial, step, scores)
         self._save_checkpoint(trial.number, training)
         if self.reports.should_prune(trial, step):
@@ -489,6 +481,18 @@ class Objective:
             # The task's default configuration trains its whole budget: the search's baseline,
             # so that a search never ends worse than the defaults.
             self.paused_at(trial.number)
+
+    def _rung_scores(self, training: TrialTraining) -> dict[str, float]:
+        scores = self.task.evaluate(
+            training.parts, training.hp, self.data, self.rung_split, training.context()
+        )
+        _check_finite(scores, training.state.epoch)
+        return scores
+
+    @property
+    def _rungs_see_val(self) -> bool:
+        """Whether a rung scores all of validation (then its scores are logged as such)."""
+        return self.rung_split is self.data.val
 
     def _judge(
         self,
