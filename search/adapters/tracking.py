@@ -16,7 +16,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import optuna
 from optuna.trial import FrozenTrial
@@ -26,6 +26,8 @@ from tunelab.objectives.recorders import RunStatus
 from tunelab.search.adapters.signals import held
 from tunelab.search.adapters.storage import check_database, parse_url, sqlite_path
 from tunelab.search.spec import SpecError, StudySpec
+
+T = TypeVar("T")
 
 STATE_BY_STATUS = {"FINISHED": "COMPLETE", "KILLED": "PRUNED", "FAILED": "FAIL"}
 """The Optuna state (tag optuna.state) of each final run status."""
@@ -363,15 +365,20 @@ class StudyTracker:
             self.client.set_terminated(self.parent_run_id, parent_status)
 
     def _set_parent_tag(self, key: str, value: str) -> None:
-        """Workers stopped together (`docker compose stop`) write the same tag on the parent
-        run at once: the tracking server's insert then loses the race with a unique violation
-        (seen against PostgreSQL); written again, the row exists and is updated."""
+        self.write_parent(lambda client, run_id: client.set_tag(run_id, key, value))
+
+    def write_parent(self, write: Callable[[Any, str], T]) -> T:
+        """`write(client, parent_run_id)`, once more if it fails: workers write the same tag
+        on the shared parent run at once (stopped together by `docker compose stop`, or
+        logging the front as they end a study together), and the insert that loses the race
+        fails with a unique violation (seen on PostgreSQL and SQLite); written again, the row
+        exists and is updated."""
         from mlflow.exceptions import MlflowException
 
         try:
-            self.client.set_tag(self.parent_run_id, key, value)
+            return write(self.client, self.parent_run_id)
         except MlflowException:
-            self.client.set_tag(self.parent_run_id, key, value)
+            return write(self.client, self.parent_run_id)
 
 
 class TrialRun:

@@ -307,7 +307,7 @@ def run_study(
         finished = count_finished(study)
         status = "FINISHED" if target is None or finished >= target else "KILLED"
         if is_multi(study) and tracker.parent_run_id:  # the front, a table on the parent run
-            log_front(study, tracker.client, tracker.parent_run_id)
+            tracker.write_parent(lambda client, run_id: log_front(study, client, run_id))
         if target is not None and finished >= target:
             # the study is done: no retry or paused trial will need a checkpoint any more
             checkpoints.clear()

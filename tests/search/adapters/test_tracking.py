@@ -104,6 +104,43 @@ def test_close_writes_its_exit_again_when_another_worker_wrote_it_at_the_same_mo
     assert parent.info.status == "KILLED"
 
 
+def test_the_front_is_logged_again_when_another_worker_logged_it_at_the_same_moment(
+    storage_url, tracking_uri, monkeypatch
+):
+    # Two workers ending a multi-objective study log the front on the parent run at once:
+    # MLflow's log_table reads the run's logged-artifacts tag, then inserts it, and the second
+    # insert fails (UNIQUE constraint failed: tags.key, tags.run_uuid; a worker exited 1).
+    from mlflow.exceptions import MlflowException
+
+    from tunelab.search.study.pareto import log_front
+
+    study = optuna.create_study(
+        study_name="s", storage=storage_url, directions=["maximize", "minimize"]
+    )
+    study.set_metric_names(["val_accuracy", "params"])
+    study.tell(study.ask(), [0.9, 1000.0])
+    tracker = StudyTracker(tracking_uri, "s")
+    tracker.attach_parent(study, {})
+    set_tag, calls = MlflowClient.set_tag, []
+
+    def losing_the_race_once(self, *args, **kwargs):
+        calls.append(args)
+        if len(calls) == 1:
+            raise MlflowException("UNIQUE constraint failed: tags.key, tags.run_uuid")
+        return set_tag(self, *args, **kwargs)
+
+    monkeypatch.setattr(MlflowClient, "set_tag", losing_the_race_once)  # log_table's own call
+    assert tracker.write_parent(lambda client, run_id: log_front(study, client, run_id)) == 1
+    assert len(calls) == 2
+    client = MlflowClient(tracking_uri)
+    logged = {a.path for a in client.list_artifacts(tracker.parent_run_id)}
+    assert {"pareto_front.json", "pareto_front.csv"} <= logged
+    assert (
+        "pareto_front.json"
+        in client.get_run(tracker.parent_run_id).data.tags["mlflow.loggedArtifacts"]
+    )
+
+
 def test_a_dead_trials_run_is_failed_and_marked_recovered(storage_url, tracking_uri):
     study = optuna.create_study(study_name="s", storage=storage_url)
     tracker = StudyTracker(tracking_uri, "s")
