@@ -16,12 +16,16 @@ LIBRARY_LOGGERS = ("mlflow", "alembic")
 """Loggers whose INFO lines only --verbose shows (alembic runs MLflow's migrations)."""
 
 
+MLFLOW_PROGRESS_ENV = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
+"""MLflow's switch of its artifact progress bars (it draws one on stderr when it downloads the
+front's table to add to it)."""
+
+
 def quiet_env() -> dict[str, str]:
-    """Environment that keeps MLflow's INFO lines off in this process and its children (its
-    workers, `mlflow server`), unless the user chose a level."""
-    if MLFLOW_LEVEL_ENV in os.environ:
-        return {}
-    return {MLFLOW_LEVEL_ENV: "WARNING"}
+    """Environment that keeps MLflow's INFO lines and progress bars off in this process and
+    its children (its workers, `mlflow server`), unless the user chose them."""
+    defaults = {MLFLOW_LEVEL_ENV: "WARNING", MLFLOW_PROGRESS_ENV: "false"}
+    return {name: value for name, value in defaults.items() if name not in os.environ}
 
 
 def library_logs(verbose: bool) -> None:
