@@ -29,6 +29,7 @@ from typing import Any, Protocol
 import torch
 
 from tunelab.objectives.checkpoints import CheckpointStore, LocalCheckpoints, from_bytes, to_bytes
+from tunelab.search.adapters.tracking import is_server
 from tunelab.search.spec import SpecError
 
 MLFLOW_SCHEME = "mlflow-artifacts"
@@ -65,7 +66,7 @@ def check_checkpoint_location(location: str, tracking_uri: str) -> None:
             "store's credentials in the environment"
         )
     if scheme == MLFLOW_SCHEME:
-        if not tracking_uri.startswith(("http://", "https://")):
+        if not is_server(tracking_uri):
             raise SpecError(
                 f"--checkpoint-dir {location} needs an http(s) MLflow tracking server "
                 "(mlflow server --serve-artifacts) as --tracking-uri"

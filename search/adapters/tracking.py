@@ -361,11 +361,10 @@ class StudyTracker:
             TrialRun(self, run_id).end("FAILED", reason or "process ended")
         if self.parent_run_id:
             if reason:
-                self._set_parent_tag(keys.LAST_EXIT_TAG, reason)
+                self.write_parent(
+                    lambda client, run_id: client.set_tag(run_id, keys.LAST_EXIT_TAG, reason)
+                )
             self.client.set_terminated(self.parent_run_id, parent_status)
-
-    def _set_parent_tag(self, key: str, value: str) -> None:
-        self.write_parent(lambda client, run_id: client.set_tag(run_id, key, value))
 
     def write_parent(self, write: Callable[[Any, str], T]) -> T:
         """`write(client, parent_run_id)`, once more if it fails: workers write the same tag
