@@ -14,7 +14,11 @@ Scenarios: `mnist` (full MNIST, 300 s), `demo` (mnist5k, 150 s, as `make demo`),
 lines give the ratios. The full MNIST needs ../shared/data (or TUNELAB_SHARED_DATA).
 
     .venv/bin/python benchmarks/budget.py [--scenarios mnist demo limit] [--seeds 0 1 2]
-        [--no-baseline]
+        [--no-baseline] [--device cuda] [--seconds S]
+
+`--device cuda` runs both sides on the GPU (tunelab keeps its data there; the baseline moves
+each batch, as pytorch_simple does); `--seconds` gives every scenario that budget instead of
+its own (for a short, lent GPU).
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import optuna
@@ -53,6 +57,12 @@ class Scenario:
     timeout: float
     seed: int = 0
     limit_train: int | None = None
+    device: str = "cpu"
+
+    @property
+    def label(self) -> str:
+        on = "" if self.device == "cpu" else f"-{self.device}"
+        return f"{self.name}-{self.timeout:g}s{on}"
 
 
 @dataclass(frozen=True)
@@ -74,7 +84,7 @@ class Outcome:
         best = "-" if self.best is None else f"{self.best:.4f}"
         default = "" if self.default is None else f" (default configuration {self.default:.4f})"
         return (
-            f"{scenario.name:<12} {self.side:<8} wall {self.wall_s:6.1f} s  "
+            f"{scenario.label:<14} {self.side:<8} wall {self.wall_s:6.1f} s  "
             f"{self.configurations:4d} configurations, {self.past_first_rung:4d} past their first "
             f"rung, {self.complete:3d} complete; best val accuracy {best} on {self.scored_on:,} "
             f"images{default}"
@@ -87,6 +97,7 @@ def run_tunelab(scenario: Scenario, folder: Path) -> Outcome:
         str(TUNELAB),
         *("run", "cnn", "--dataset", scenario.dataset, "--data-dir", str(SHARED)),
         *("--timeout", str(scenario.timeout), "--seed", str(scenario.seed), "--quiet"),
+        *("--device", scenario.device),
         *("--storage", storage, "--tracking-uri", f"sqlite:///{folder / 'mlflow.db'}"),
     ]
     if scenario.limit_train:
@@ -98,7 +109,7 @@ def run_tunelab(scenario: Scenario, folder: Path) -> Outcome:
     )
     wall = time.perf_counter() - start
     if done.returncode != 0:
-        sys.exit(f"{scenario.name}: tunelab exited {done.returncode}:\n{done.stderr[-3000:]}")
+        sys.exit(f"{scenario.label}: tunelab exited {done.returncode}:\n{done.stderr[-3000:]}")
     study = optuna.load_study(study_name=f"cnn-{scenario.dataset}", storage=storage)
     summary = SearchSummary.of(study)
     default = summary.default
@@ -140,11 +151,11 @@ def define_model(trial: optuna.Trial, in_features: int) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
-def baseline_objective(train: TensorDataset, valid: TensorDataset):
+def baseline_objective(train: TensorDataset, valid: TensorDataset, device: torch.device):
     in_features = train.tensors[0][0].numel()
 
     def objective(trial: optuna.Trial) -> float:
-        model = define_model(trial, in_features)
+        model = define_model(trial, in_features).to(device)
         optimizer_name = trial.suggest_categorical("optimizer", ["Adam", "RMSprop", "SGD"])
         lr = trial.suggest_float("lr", 1e-5, 1e-1, log=True)
         optimizer = getattr(torch.optim, optimizer_name)(model.parameters(), lr=lr)
@@ -156,6 +167,7 @@ def baseline_objective(train: TensorDataset, valid: TensorDataset):
             for batch_idx, (data, target) in enumerate(train_loader):
                 if batch_idx * BATCHSIZE >= N_TRAIN_EXAMPLES:
                     break
+                data, target = data.to(device), target.to(device)
                 optimizer.zero_grad()
                 loss = F.nll_loss(model(data.view(data.size(0), -1)), target)
                 loss.backward()
@@ -166,6 +178,7 @@ def baseline_objective(train: TensorDataset, valid: TensorDataset):
                 for batch_idx, (data, target) in enumerate(valid_loader):
                     if batch_idx * BATCHSIZE >= N_VALID_EXAMPLES:
                         break
+                    data, target = data.to(device), target.to(device)
                     pred = model(data.view(data.size(0), -1)).argmax(dim=1, keepdim=True)
                     correct += pred.eq(target.view_as(pred)).sum().item()
             accuracy = correct / min(len(valid_loader.dataset), N_VALID_EXAMPLES)
@@ -187,7 +200,8 @@ def run_baseline(scenario: Scenario) -> Outcome:
         direction="maximize", sampler=optuna.samplers.TPESampler(seed=scenario.seed)
     )
     remaining = scenario.timeout - (time.perf_counter() - start)
-    study.optimize(baseline_objective(train, valid), timeout=max(1.0, remaining))
+    objective = baseline_objective(train, valid, torch.device(scenario.device))
+    study.optimize(objective, timeout=max(1.0, remaining))
     trials = study.get_trials(deepcopy=False)
     try:
         best = study.best_value
@@ -205,8 +219,8 @@ def run_baseline(scenario: Scenario) -> Outcome:
 
 
 SCENARIOS = {
-    "mnist": [Scenario("mnist-300s", "mnist", 300)],
-    "demo": [Scenario("demo-150s", "mnist5k", 150)],
+    "mnist": [Scenario("mnist", "mnist", 300)],
+    "demo": [Scenario("demo", "mnist5k", 150)],
     "limit": [Scenario(f"limit1k-s{s}", "mnist", 300, seed=s, limit_train=1000) for s in range(3)],
 }
 
@@ -218,12 +232,17 @@ def main() -> None:
     parser.add_argument(
         "--seeds", nargs="+", type=int, help="only these seeds of the limit scenario"
     )
+    parser.add_argument("--device", default="cpu", help="cpu or cuda, for both sides")
+    parser.add_argument("--seconds", type=float, help="every scenario's budget, instead of its own")
     args = parser.parse_args()
     if not (SHARED / "MNIST" / "raw").is_dir():
         sys.exit(f"full MNIST not found under {SHARED}: set TUNELAB_SHARED_DATA")
     results: dict[str, list[tuple[Scenario, Outcome]]] = {}
     for name in args.scenarios:
         for scenario in SCENARIOS[name]:
+            scenario = replace(scenario, device=args.device)
+            if args.seconds:
+                scenario = replace(scenario, timeout=args.seconds)
             if args.seeds is not None and name == "limit" and scenario.seed not in args.seeds:
                 continue
             with tempfile.TemporaryDirectory(prefix="tunelab-budget-") as folder:

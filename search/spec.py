@@ -174,7 +174,7 @@ class StudySpec:
     device: str = option("auto", panel="Training", stored=False, joins=True, choices=DEVICES)
     """Training device."""
     precision: str = option("auto", panel="Training", joins=True, choices=PRECISIONS)
-    """Training arithmetic: auto = bfloat16 autocast where the device computes it natively."""
+    """Training arithmetic: auto = bfloat16 autocast on a CPU that computes it natively."""
 
     sampler: str = option("tpe", panel="Search", choices=tuple(SAMPLERS))
     """Optuna sampler."""

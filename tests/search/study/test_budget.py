@@ -6,6 +6,7 @@ from types import SimpleNamespace
 
 import optuna
 import pytest
+import torch
 
 from tunelab.objectives import keys
 from tunelab.objectives.budget import epoch_budget
@@ -17,6 +18,7 @@ from tunelab.search.study.budget import (
     check_same_budget,
     plan_budget,
     recorded_budget,
+    resolve_precision,
     stored_plan,
 )
 
@@ -95,3 +97,12 @@ def test_patience_grows_with_a_long_trial_budget():
     assert StudySpec(task="cnn").patience_for(3) == 3
     assert StudySpec(task="cnn").patience_for(30) == 10
     assert StudySpec(task="cnn", patience=2).patience_for(30) == 2
+
+
+@pytest.mark.parametrize("native_cpu", [False, True])
+def test_auto_precision_is_bfloat16_only_on_a_cpu_that_computes_it(monkeypatch, native_cpu):
+    monkeypatch.setattr(budget_module, "_cpu_has_native_bf16", lambda: native_cpu)
+    assert resolve_precision("auto", torch.device("cpu")) == ("bf16" if native_cpu else "fp32")
+    # launch-bound small models ran slower under autocast on a GPU (benchmarks/steps.py)
+    assert resolve_precision("auto", torch.device("cuda")) == "fp32"
+    assert resolve_precision("bf16", torch.device("cuda")) == "bf16"

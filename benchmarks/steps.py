@@ -1,0 +1,244 @@
+"""Where one training step of the default CNN spends its time, and what would make it cheaper.
+
+Times the trial loop's own steps (`TrialTraining.steps`: batched augmentation, autocast,
+forward, backward, optimizer, schedule, running means) for the task's default configuration
+on full MNIST, on one device, in variants side by side, then profiles the plain step with
+torch.profiler: the busiest operators and how many kernels one step launches. On a GPU a
+small CNN is bound by the launches, not the arithmetic: what shortens a step there is fewer
+launches (a fused optimizer, larger batches, CUDA graphs through torch.compile), not fewer
+FLOPs. Each line gives ms per step and the 10-epoch trial it implies (steps of that batch
+size; rung scoring, checkpoints and tracking not included).
+
+    .venv/bin/python benchmarks/steps.py [--device cuda] [--steps 300] [--compile]
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import itertools
+import math
+import os
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from tunelab.objectives.augment import AugmentConfig, augment_batch
+from tunelab.objectives.budget import epoch_budget
+from tunelab.objectives.classification import ClassificationTask, ClassifierHParams
+from tunelab.objectives.data import DataSpec, load_data
+from tunelab.objectives.optim import make_scheduler
+from tunelab.objectives.runner import LoopConfig, TrialTraining, channels_last
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("TUNELAB_SHARED_DATA", ROOT.parent / "shared" / "data"))
+EPOCHS = 10
+
+Tweak = Callable[[TrialTraining], None]
+
+
+def fused_optimizer(training: TrialTraining) -> None:
+    """The same AdamW as one fused kernel per step (CUDA), its schedule rebuilt on it."""
+    hp, parts = training.hp, training.parts
+    model = parts.modules["model"]
+    optimizer = torch.optim.AdamW(
+        model.parameters(), lr=hp.lr, weight_decay=hp.weight_decay, fused=True
+    )
+    parts.optimizers["optimizer"] = optimizer
+    total = training.loop.budget.steps(hp.batch_size)
+    parts.schedulers["lr"] = make_scheduler(optimizer, hp.lr_schedule, total)
+
+
+def compiled(mode: str | None) -> Tweak:
+    def tweak(training: TrialTraining) -> None:
+        model = training.parts.modules["model"]
+        training.parts.modules["model"] = torch.compile(model, mode=mode)
+
+    return tweak
+
+
+def whole_step_graph(training: TrialTraining) -> Iterator[None]:
+    """A prototype, not the product's loop: the whole step (gather, augmentation, forward,
+    backward, AdamW) captured once as one CUDA graph and replayed, as in PyTorch's
+    whole-network capture recipe. Outside the graph per step: the batch's indices and the
+    learning rate, written into the graph's own tensors. Augmentation and dropout draw from
+    the default CUDA generator (the graph records its offsets)."""
+    hp, device = training.hp, training.device
+    model, train = training.parts.modules["model"], training.data.train
+    lr = torch.tensor(hp.lr, device=device)
+    optimizer = torch.optim.AdamW(
+        model.parameters(), lr=lr, weight_decay=hp.weight_decay, capturable=True
+    )
+    total = training.loop.budget.steps(hp.batch_size)
+    augment = AugmentConfig(hp.rotation, hp.hflip, hp.crop_padding)
+    index = torch.arange(training.batch, device=device)
+    loss_sum = torch.zeros((), device=device)
+
+    def step() -> None:
+        x = augment_batch(channels_last(train.x[index]), augment)
+        loss = F.cross_entropy(model(x), train.y[index], label_smoothing=hp.label_smoothing)
+        loss.backward()
+        optimizer.step()
+        loss_sum.add_(loss.detach())
+
+    model.train()
+    side = torch.cuda.Stream(device)
+    side.wait_stream(torch.cuda.current_stream(device))
+    with torch.cuda.stream(side):  # warm-up off the default stream: optimizer state, cuDNN
+        for _ in range(3):
+            optimizer.zero_grad(set_to_none=True)
+            step()
+    torch.cuda.current_stream(device).wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    optimizer.zero_grad(set_to_none=True)
+    with torch.cuda.graph(graph):
+        step()
+    order = torch.randperm(len(train), device=device)
+    per_epoch = training.batches_per_epoch
+    for n in itertools.count():
+        position = (n % per_epoch) * training.batch
+        index.copy_(order[position : position + training.batch])
+        lr.fill_(hp.lr * 0.5 * (1 + math.cos(math.pi * min(1.0, n / total))))
+        graph.replay()
+        yield None
+
+
+def time_steps(
+    data,
+    device: torch.device,
+    precision: str,
+    steps: int,
+    hp: ClassifierHParams,
+    *tweaks: Tweak,
+    stepper: Callable[[TrialTraining], Iterator] = TrialTraining.steps,
+) -> tuple[float, float, int, float]:
+    """(ms per step, seconds of set-up and warm-up, steps per epoch, val accuracy after)."""
+    start = time.perf_counter()
+    loop = LoopConfig(
+        budget=epoch_budget(EPOCHS, len(data.train)), device=str(device), precision=precision
+    )
+    training = TrialTraining(ClassificationTask(), hp, data, loop, seed=0)
+    for tweak in tweaks:
+        tweak(training)
+    run = stepper(training)
+    for _ in range(20):  # warm-up: cuDNN's choices, allocator, compilation
+        next(run)
+    training.means.pop()
+    synchronize(device)
+    setup = time.perf_counter() - start
+    start = time.perf_counter()
+    for _ in range(steps):
+        next(run)
+    training.means.pop()  # the loop's one sync per rung
+    synchronize(device)
+    ms = 1000 * (time.perf_counter() - start) / steps
+    return ms, setup, training.batches_per_epoch, val_accuracy(training)
+
+
+def val_accuracy(training: TrialTraining) -> float:
+    """Validation accuracy after the timed steps: each variant still trains the model."""
+    model, val = training.parts.modules["model"], training.data.val
+    model.eval()
+    with torch.inference_mode():
+        return (model(val.x).argmax(dim=1) == val.y).float().mean().item()
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def profile_step(data, device: torch.device, precision: str, hp: ClassifierHParams) -> None:
+    from torch.profiler import ProfilerActivity, profile
+
+    loop = LoopConfig(
+        budget=epoch_budget(EPOCHS, len(data.train)), device=str(device), precision=precision
+    )
+    training = TrialTraining(ClassificationTask(), hp, data, loop, seed=0)
+    run = training.steps()
+    for _ in range(20):
+        next(run)
+    synchronize(device)
+    activities = [ProfilerActivity.CPU]
+    if device.type == "cuda":
+        activities.append(ProfilerActivity.CUDA)
+    steps = 50
+    with profile(activities=activities) as prof:
+        for _ in range(steps):
+            next(run)
+        training.means.pop()
+        synchronize(device)
+    events = prof.key_averages()
+    launches = sum(e.count for e in events if e.key in ("cudaLaunchKernel", "cuLaunchKernel"))
+    syncs = sum(e.count for e in events if "Synchronize" in e.key)
+    print(
+        f"\nprofile of {steps} steps ({precision}): {launches / steps:.0f} kernel launches and "
+        f"{syncs / steps:.2f} synchronisations per step"
+    )
+    sort = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
+    print(events.table(sort_by="self_cpu_time_total", row_limit=15))
+    if device.type == "cuda":
+        print(events.table(sort_by=sort, row_limit=10))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--steps", type=int, default=300)
+    parser.add_argument("--dataset", default="mnist")
+    parser.add_argument("--compile", action="store_true", help="also torch.compile variants")
+    args = parser.parse_args()
+    device = torch.device(args.device)
+    data = load_data(DataSpec(args.dataset, data_dir=str(SHARED)), device).channels_last()
+    default = ClassifierHParams()
+    native = "bf16" if device.type == "cuda" and torch.cuda.is_bf16_supported() else "fp32"
+    no_augment = dataclasses.replace(default, rotation=0.0, crop_padding=0)
+    variants: list[tuple[str, str, ClassifierHParams, tuple[Tweak, ...]]] = [
+        ("default (the trial loop)", "fp32", default, ()),
+        ("default, bf16 autocast", native, default, ()),
+        ("no augmentation", "fp32", no_augment, ()),
+        ("batch 256", "fp32", dataclasses.replace(default, batch_size=256), ()),
+    ]
+    if device.type == "cuda":
+        variants.append(("fused AdamW", "fp32", default, (fused_optimizer,)))
+    if args.compile:
+        variants.append(("torch.compile", "fp32", default, (compiled(None),)))
+        if device.type == "cuda":
+            variants.append(
+                ("torch.compile reduce-overhead", "fp32", default, (compiled("reduce-overhead"),))
+            )
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
+    print(f"{args.dataset} on {name}, torch {torch.__version__}: {args.steps} steps per variant")
+    for label, precision, hp, tweaks in variants:
+        ms, setup, per_epoch, accuracy = time_steps(
+            data, device, precision, args.steps, hp, *tweaks
+        )
+        print(
+            f"{label:<32} {precision:>4} batch {hp.batch_size:3d}: {ms:7.2f} ms/step, "
+            f"{EPOCHS}-epoch trial {ms * per_epoch * EPOCHS / 1000:7.1f} s "
+            f"(set-up {setup:5.1f} s); val accuracy after {accuracy:.4f}",
+            flush=True,
+        )
+    if device.type == "cuda":
+        label = "whole step as one CUDA graph"
+        try:
+            ms, setup, per_epoch, accuracy = time_steps(
+                data, device, "fp32", args.steps, default, stepper=whole_step_graph
+            )
+        except RuntimeError as error:  # a prototype: say why it could not run, then go on
+            print(f"{label:<32} failed: {str(error).splitlines()[0]}", flush=True)
+        else:
+            print(
+                f"{label:<32} fp32 batch {default.batch_size:3d}: {ms:7.2f} ms/step, "
+                f"{EPOCHS}-epoch trial {ms * per_epoch * EPOCHS / 1000:7.1f} s "
+                f"(set-up {setup:5.1f} s); val accuracy after {accuracy:.4f} (a prototype)",
+                flush=True,
+            )
+    profile_step(data, device, "fp32", default)
+
+
+if __name__ == "__main__":
+    main()
