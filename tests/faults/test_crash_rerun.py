@@ -32,6 +32,11 @@ def _wait_for_rung(storage, process, rungs=2, timeout=180):
         running = study.get_trials(states=(TrialState.RUNNING,))
         if running and len(running[0].intermediate_values) >= rungs:
             return running[0].number
+    if process.poll() is not None:
+        pytest.fail(
+            f"the study ended (exit {process.returncode}) before a trial was seen "
+            f"running at rung {rungs}: its trials are too short for the poll"
+        )
     process.kill()
     pytest.fail("no trial reached its rung in time")
 
@@ -47,7 +52,9 @@ def test_a_rerun_after_sigkill_resumes_the_dead_trial_and_meets_the_target(
     )
     args = cnn_args(
         storage_url,
-        f"--n-trials {n_trials} --epochs 8 --patience 8 --pruner none "
+        # 30 epochs of digits (~6 s): a fresh-clone run once saw an 8-epoch trial end
+        # between two polls, after its second rung
+        f"--n-trials {n_trials} --epochs 30 --patience 30 --pruner none "
         f"--heartbeat-interval 10 --grace-period {GRACE}",
     )
     process = cli_popen(args, cwd=tmp_path)
