@@ -5,9 +5,10 @@ forward, backward, optimizer, schedule, running means) for the task's default co
 on full MNIST, on one device, in variants side by side, then profiles the plain step with
 torch.profiler: the busiest operators and how many kernels one step launches. On a GPU a
 small CNN is bound by the launches, not the arithmetic: what shortens a step there is fewer
-launches (a fused optimizer, larger batches, CUDA graphs through torch.compile), not fewer
-FLOPs. Each line gives ms per step and the 10-epoch trial it implies (steps of that batch
-size; rung scoring, checkpoints and tracking not included).
+launches per image (larger batches, or the whole step replayed as one CUDA graph: the
+prototype `whole_step_graph`), not fewer FLOPs. Each line gives ms per step, the 10-epoch
+trial it implies (steps of that batch size; rung scoring, checkpoints and tracking not
+included) and the validation accuracy after the timed steps (each variant still trains).
 
     .venv/bin/python benchmarks/steps.py [--device cuda] [--steps 300] [--compile]
 """
@@ -178,10 +179,9 @@ def profile_step(data, device: torch.device, precision: str, hp: ClassifierHPara
         f"\nprofile of {steps} steps ({precision}): {launches / steps:.0f} kernel launches and "
         f"{syncs / steps:.2f} synchronisations per step"
     )
-    sort = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
     print(events.table(sort_by="self_cpu_time_total", row_limit=15))
     if device.type == "cuda":
-        print(events.table(sort_by=sort, row_limit=10))
+        print(events.table(sort_by="self_cuda_time_total", row_limit=10))
 
 
 def main() -> None:
