@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import itertools
-import math
 import os
 import time
 from collections.abc import Callable, Iterator
@@ -31,12 +30,14 @@ from tunelab.objectives.augment import AugmentConfig, augment_batch
 from tunelab.objectives.budget import epoch_budget
 from tunelab.objectives.classification import ClassificationTask, ClassifierHParams
 from tunelab.objectives.data import DataSpec, load_data
-from tunelab.objectives.optim import make_scheduler
+from tunelab.objectives.optim import make_scheduler, schedule_factor
 from tunelab.objectives.runner import LoopConfig, TrialTraining, channels_last
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("TUNELAB_SHARED_DATA", ROOT.parent / "shared" / "data"))
 EPOCHS = 10
+WARM_UP_STEPS = 20
+"""Untimed steps first: cuDNN's choices, the allocator, compilation, graph capture."""
 
 Tweak = Callable[[TrialTraining], None]
 
@@ -73,7 +74,7 @@ def whole_step_graph(training: TrialTraining) -> Iterator[None]:
     optimizer = torch.optim.AdamW(
         model.parameters(), lr=lr, weight_decay=hp.weight_decay, capturable=True
     )
-    total = training.loop.budget.steps(hp.batch_size)
+    factor = schedule_factor(hp.lr_schedule, training.loop.budget.steps(hp.batch_size))
     augment = AugmentConfig(hp.rotation, hp.hflip, hp.crop_padding)
     index = torch.arange(training.batch, device=device)
     loss_sum = torch.zeros((), device=device)
@@ -102,7 +103,7 @@ def whole_step_graph(training: TrialTraining) -> Iterator[None]:
     for n in itertools.count():
         position = (n % per_epoch) * training.batch
         index.copy_(order[position : position + training.batch])
-        lr.fill_(hp.lr * 0.5 * (1 + math.cos(math.pi * min(1.0, n / total))))
+        lr.fill_(hp.lr * factor(n))
         graph.replay()
         yield None
 
@@ -118,14 +119,11 @@ def time_steps(
 ) -> tuple[float, float, int, float]:
     """(ms per step, seconds of set-up and warm-up, steps per epoch, val accuracy after)."""
     start = time.perf_counter()
-    loop = LoopConfig(
-        budget=epoch_budget(EPOCHS, len(data.train)), device=str(device), precision=precision
-    )
-    training = TrialTraining(ClassificationTask(), hp, data, loop, seed=0)
+    training = default_training(data, device, precision, hp)
     for tweak in tweaks:
         tweak(training)
     run = stepper(training)
-    for _ in range(20):  # warm-up: cuDNN's choices, allocator, compilation
+    for _ in range(WARM_UP_STEPS):
         next(run)
     training.means.pop()
     synchronize(device)
@@ -137,6 +135,16 @@ def time_steps(
     synchronize(device)
     ms = 1000 * (time.perf_counter() - start) / steps
     return ms, setup, training.batches_per_epoch, val_accuracy(training)
+
+
+def default_training(
+    data, device: torch.device, precision: str, hp: ClassifierHParams
+) -> TrialTraining:
+    """A trial's training of `hp` as the loop builds it: a 10-epoch budget, seed 0."""
+    loop = LoopConfig(
+        budget=epoch_budget(EPOCHS, len(data.train)), device=str(device), precision=precision
+    )
+    return TrialTraining(ClassificationTask(), hp, data, loop, seed=0)
 
 
 def val_accuracy(training: TrialTraining) -> float:
@@ -155,12 +163,9 @@ def synchronize(device: torch.device) -> None:
 def profile_step(data, device: torch.device, precision: str, hp: ClassifierHParams) -> None:
     from torch.profiler import ProfilerActivity, profile
 
-    loop = LoopConfig(
-        budget=epoch_budget(EPOCHS, len(data.train)), device=str(device), precision=precision
-    )
-    training = TrialTraining(ClassificationTask(), hp, data, loop, seed=0)
+    training = default_training(data, device, precision, hp)
     run = training.steps()
-    for _ in range(20):
+    for _ in range(WARM_UP_STEPS):
         next(run)
     synchronize(device)
     activities = [ProfilerActivity.CPU]
@@ -182,6 +187,22 @@ def profile_step(data, device: torch.device, precision: str, hp: ClassifierHPara
     print(events.table(sort_by="self_cpu_time_total", row_limit=15))
     if device.type == "cuda":
         print(events.table(sort_by="self_cuda_time_total", row_limit=10))
+
+
+def result_line(
+    label: str,
+    precision: str,
+    hp: ClassifierHParams,
+    ms: float,
+    setup: float,
+    per_epoch: int,
+    accuracy: float,
+) -> str:
+    return (
+        f"{label:<32} {precision:>4} batch {hp.batch_size:3d}: {ms:7.2f} ms/step, "
+        f"{EPOCHS}-epoch trial {ms * per_epoch * EPOCHS / 1000:7.1f} s "
+        f"(set-up {setup:5.1f} s); val accuracy after {accuracy:.4f}"
+    )
 
 
 def main() -> None:
@@ -213,30 +234,16 @@ def main() -> None:
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
     print(f"{args.dataset} on {name}, torch {torch.__version__}: {args.steps} steps per variant")
     for label, precision, hp, tweaks in variants:
-        ms, setup, per_epoch, accuracy = time_steps(
-            data, device, precision, args.steps, hp, *tweaks
-        )
-        print(
-            f"{label:<32} {precision:>4} batch {hp.batch_size:3d}: {ms:7.2f} ms/step, "
-            f"{EPOCHS}-epoch trial {ms * per_epoch * EPOCHS / 1000:7.1f} s "
-            f"(set-up {setup:5.1f} s); val accuracy after {accuracy:.4f}",
-            flush=True,
-        )
+        timed = time_steps(data, device, precision, args.steps, hp, *tweaks)
+        print(result_line(label, precision, hp, *timed), flush=True)
     if device.type == "cuda":
         label = "whole step as one CUDA graph"
         try:
-            ms, setup, per_epoch, accuracy = time_steps(
-                data, device, "fp32", args.steps, default, stepper=whole_step_graph
-            )
+            timed = time_steps(data, device, "fp32", args.steps, default, stepper=whole_step_graph)
         except RuntimeError as error:  # a prototype: say why it could not run, then go on
             print(f"{label:<32} failed: {str(error).splitlines()[0]}", flush=True)
         else:
-            print(
-                f"{label:<32} fp32 batch {default.batch_size:3d}: {ms:7.2f} ms/step, "
-                f"{EPOCHS}-epoch trial {ms * per_epoch * EPOCHS / 1000:7.1f} s "
-                f"(set-up {setup:5.1f} s); val accuracy after {accuracy:.4f} (a prototype)",
-                flush=True,
-            )
+            print(result_line(label, "fp32", default, *timed) + " (a prototype)", flush=True)
     profile_step(data, device, "fp32", default)
 
 

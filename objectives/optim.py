@@ -8,7 +8,7 @@ is the matching part of a search space.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import torch
@@ -95,6 +95,15 @@ def make_scheduler(
     optimizer: torch.optim.Optimizer, schedule: str, total_steps: int, warmup_steps: int = 0
 ) -> torch.optim.lr_scheduler.LambdaLR:
     """Per-step schedule: constant, or cosine decay to zero over the trial's epoch budget."""
+    factor = schedule_factor(schedule, total_steps, warmup_steps)
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def schedule_factor(
+    schedule: str, total_steps: int, warmup_steps: int = 0
+) -> Callable[[int], float]:
+    """The schedule as step -> multiple of the peak learning rate (what `make_scheduler`
+    applies; also for a loop that writes the rate itself, e.g. into a CUDA graph's tensor)."""
     if schedule not in ("constant", "cosine"):
         raise ValueError(f"unknown learning-rate schedule {schedule!r}")
 
@@ -106,4 +115,4 @@ def make_scheduler(
         progress = min(1.0, step / max(1, total_steps))
         return 0.5 * (1.0 + math.cos(math.pi * progress))
 
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+    return factor
