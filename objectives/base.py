@@ -16,7 +16,7 @@ contract version it was written for in `api_version`; tunelab refuses one it can
 from __future__ import annotations
 
 import abc
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
@@ -139,6 +139,13 @@ class Task(abc.ABC):
     @abc.abstractmethod
     def search_space(self) -> SearchSpace:
         """The task's full search space with its defaults."""
+
+    def space_for_metrics(self, metrics: Collection[str]) -> Mapping[str, Any]:
+        """How a study that optimizes or constrains `metrics` reshapes `search_space()`, as a
+        narrowing inside what the task supports: e.g. the small end of the widths when model
+        size is an objective or bounded. The user's own narrowing applies after it. None by
+        default."""
+        return {}
 
     def suggest(self, trial: optuna.trial.BaseTrial, space: SearchSpace) -> Any:
         """Sample one configuration from (a narrowed copy of) the search space."""

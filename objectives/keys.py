@@ -63,6 +63,10 @@ DATASET = "tunelab.dataset"
 """The data set's name."""
 METRIC = "tunelab.metric"
 """The objective's metric name."""
+METRICS_SPACE = "tunelab.metrics_space"
+"""The task's reshaping of its search space for the study's objectives and constraints
+(`Task.space_for_metrics`), kept as the study was created; a study created before it was
+recorded has none and keeps the space it was searching."""
 BUDGET = "tunelab.budget"
 """The study's trial budget and rungs (TrialBudget as JSON); absent in 0.1 studies (epochs)."""
 PARENT_RUN_ID = "tunelab.mlflow_parent_run_id"

@@ -118,9 +118,13 @@ class StudyObjectives:
         return self.multi or bool(self.constraints)
 
     @property
+    def used_metrics(self) -> frozenset[str]:
+        """The metrics the study optimizes or constrains."""
+        return frozenset(m.name for m in self.metrics) | {c.metric for c in self.constraints}
+
+    @property
     def needs_static(self) -> bool:
-        wanted = {m.name for m in self.metrics} | {c.metric for c in self.constraints}
-        return bool(wanted & self.static_names)
+        return bool(self.used_metrics & self.static_names)
 
     def study_arguments(self) -> dict[str, Any]:
         """`optuna.create_study`'s direction(s)."""

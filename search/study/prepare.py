@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
@@ -26,13 +29,32 @@ class Prepared:
     task: Task
     """The task, with its options."""
     space: SearchSpace
-    """The task's search space, narrowed as the spec asks."""
+    """The task's search space, reshaped for the study's metrics, then narrowed as the spec
+    asks."""
     data: DataBundle
     """The data set, split and on the training device."""
     device: torch.device
     """The training device."""
     objectives: StudyObjectives | None = None
     """What the study optimizes and its constraints (the task's metric alone by default)."""
+    metrics_space: Mapping[str, Any] = field(default_factory=dict)
+    """The task's reshaping of its space for those metrics (`Task.space_for_metrics`), as
+    JSON-ready narrowing: stored on a new study, which keeps it when resumed."""
+
+    def reshape_space(self, metrics_space: Mapping[str, Any]) -> None:
+        """Search the space reshaped by `metrics_space` instead (a resumed study's own)."""
+        self.space = study_space(self.task, metrics_space, self.spec.params)
+        self.metrics_space = metrics_space
+
+
+def study_space(
+    task: Task, metrics_space: Mapping[str, Any], params: Mapping[str, Any]
+) -> SearchSpace:
+    """The task's space, reshaped for the study's metrics, then the user's narrowing."""
+    try:
+        return task.search_space().narrowed(metrics_space).narrowed(params)
+    except SearchSpaceError as exc:
+        raise SpecError(f"config: {exc}") from None
 
 
 def resolve_device(name: str) -> torch.device:
@@ -56,11 +78,10 @@ def prepare(spec: StudySpec) -> Prepared:
         task = get_task(spec.task, spec.task_options)
     except (ValueError, TypeError) as exc:
         raise SpecError(str(exc)) from None
-    try:
-        space = task.search_space().narrowed(spec.params)
-    except SearchSpaceError as exc:
-        raise SpecError(f"config: {exc}") from None
     objectives = resolve_objectives(spec, task)
+    # JSON round trip: what a resumed study reads back compares equal to a new study's
+    metrics_space = json.loads(json.dumps(task.space_for_metrics(objectives.used_metrics)))
+    space = study_space(task, metrics_space, spec.params)
     check_database(spec.storage, what="storage")
     check_tracking_uri(spec.tracking_uri)
     check_checkpoint_location(spec.checkpoint_dir, spec.tracking_uri)
@@ -73,5 +94,11 @@ def prepare(spec: StudySpec) -> Prepared:
     except DataError as exc:
         raise SpecError(str(exc)) from None
     return Prepared(
-        spec=spec, task=task, space=space, data=data, device=device, objectives=objectives
+        spec=spec,
+        task=task,
+        space=space,
+        data=data,
+        device=device,
+        objectives=objectives,
+        metrics_space=metrics_space,
     )

@@ -101,7 +101,8 @@ def open_study(
     threads: int | None = None,
 ) -> tuple[optuna.Study, BudgetPlan]:
     """Create the study (planning its trial budget for `workers` workers of `threads`
-    threads), or load it and check it is the same search; returns it with its budget."""
+    threads), or load it, check it is the same search and search its space
+    (`prepared.space`); returns it with its budget."""
     spec, task = prepared.spec, prepared.task
     storage = open_storage(
         spec.storage,
@@ -118,6 +119,8 @@ def open_study(
     plan = None
     if existing is not None:
         _check_same_search(existing, prepared)
+        # the space the study was created with, though this tunelab would reshape it otherwise
+        prepared.reshape_space(existing.user_attrs.get(keys.METRICS_SPACE, {}))
         plan = stored_plan(existing, spec, train_size)
         if plan is not None:
             check_same_budget(plan, spec)
@@ -142,6 +145,7 @@ def open_study(
         study.set_user_attr(keys.TASK, task.name)
         study.set_user_attr(keys.DATASET, spec.dataset)
         study.set_user_attr(keys.METRIC, task.metric)
+        study.set_user_attr(keys.METRICS_SPACE, prepared.metrics_space)
         name_objectives(study, prepared.objectives)
         # A search never starts worse than the task's defaults.
         study.enqueue_trial(

@@ -7,6 +7,7 @@ from PIL import Image
 
 from tunelab.models.cnn import CNN, CNNConfig
 from tunelab.objectives.classification import ClassificationTask
+from tunelab.objectives.metrics import count_parameters
 from tunelab.objectives.runner import Objective
 
 SMALL = {"base_width": 8, "fc_width": 32, "conv_blocks": 2, "convs_per_block": 1}
@@ -65,3 +66,36 @@ def test_every_optimizer_and_schedule_trains(digits, loop_for):
     ):
         value = Objective(task, digits, _space(task), loop_for(digits))(_trial(task, **params))
         assert 0.0 < value <= 1.0
+
+
+def _smallest_model(space) -> int:
+    """Parameters of the smallest CNN the space can build (on 28x28 grey images)."""
+    param = {p.name: p for p in space.params}
+    sizes = [
+        count_parameters(
+            CNN(
+                CNNConfig(
+                    conv_blocks=blocks,
+                    convs_per_block=1,
+                    base_width=min(param["base_width"].choices),
+                    fc_width=fc_width,
+                    batch_norm=False,
+                    in_channels=1,
+                    image_size=(28, 28),
+                    num_classes=10,
+                )
+            )
+        )
+        for blocks in range(int(param["conv_blocks"].low), int(param["conv_blocks"].high) + 1)
+        for fc_width in param["fc_width"].choices
+    ]
+    return min(sizes)
+
+
+def test_a_size_metric_opens_the_small_end_of_the_space():
+    task = ClassificationTask()
+    assert task.space_for_metrics({"val_accuracy", "val_loss"}) == {}
+    default = task.search_space()
+    reshaped = default.narrowed(task.space_for_metrics({"val_accuracy", "params"}))
+    assert _smallest_model(default) > 20_000 and _smallest_model(reshaped) < 10_000
+    assert reshaped.default_trial_params() == default.default_trial_params()

@@ -5,6 +5,7 @@ import pytest
 from mlflow import MlflowClient
 from optuna.trial import TrialState
 
+from tunelab.objectives.classification import ClassificationTask
 from tunelab.search.spec import SpecError, StudySpec
 from tunelab.search.study.prepare import prepare
 from tunelab.search.study.queries import best_trial_info, study_rows
@@ -68,6 +69,39 @@ def test_resuming_with_another_data_set_is_refused(storage_url, tracking_uri, tm
     run_study(prepare(_spec(storage_url, tracking_uri, tmp_path, n_trials=1, max_epochs=1)))
     with pytest.raises(SpecError, match="exists with other settings"):
         run_study(prepare(_spec(storage_url, tracking_uri, tmp_path, limit_train=300)))
+
+
+def _choices(prepared, name):
+    return next(p.choices for p in prepared.space.params if p.name == name)
+
+
+def test_a_size_objective_reshapes_the_space_and_a_resumed_study_keeps_its_own(
+    storage_url, tracking_uri, tmp_path, monkeypatch
+):
+    pareto = {"objectives": ("val_accuracy", "params"), "params": {"convs_per_block": 1}}
+    new = prepare(_spec(storage_url, tracking_uri, tmp_path, n_trials=1, max_epochs=1, **pareto))
+    assert 8 in _choices(new, "base_width")  # the small end of the widths
+    assert new.metrics_space
+
+    # A study created by a tunelab that did not reshape the space (and so recorded none)...
+    monkeypatch.setattr(ClassificationTask, "space_for_metrics", lambda self, metrics: {})
+    old = prepare(_spec(storage_url, tracking_uri, tmp_path, n_trials=2, max_epochs=1, **pareto))
+    run_study(old)
+    study = optuna.load_study(study_name="s", storage=storage_url)
+    assert study.user_attrs["tunelab.metrics_space"] == {}
+    # ... keeps its space when this one resumes it: Optuna refuses a parameter's categorical
+    # choices that change within a study, so every new trial would fail.
+    monkeypatch.undo()
+    resumed = prepare(
+        _spec(storage_url, tracking_uri, tmp_path, n_trials=4, max_epochs=1, **pareto)
+    )
+    run_study(resumed)
+    assert _choices(resumed, "base_width") == _choices(old, "base_width")
+    study = optuna.load_study(study_name="s", storage=storage_url)
+    assert len(study.get_trials(states=(TrialState.COMPLETE, TrialState.PRUNED))) == 4
+    assert {tuple(t.distributions["base_width"].choices) for t in study.trials[1:]} == {
+        _choices(old, "base_width")
+    }
 
 
 def test_summaries_and_best(storage_url, tracking_uri, tmp_path):
