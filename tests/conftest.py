@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -194,6 +196,58 @@ def cli_popen():
         )
 
     return start
+
+
+class RunningTrials:
+    """Polls a study that a background `tunelab` runs until its RUNNING trials are as a test
+    needs them. Fails in one line if the process ends first (its trials were too short for
+    the poll) or the time runs out (then the process, and its group if it leads one, is
+    killed)."""
+
+    def __init__(self, storage: str, study_name: str, process: subprocess.Popen) -> None:
+        self.storage, self.study_name, self.process = storage, study_name, process
+
+    def until(self, ready, what: str, timeout: float = 180.0) -> list:
+        """The RUNNING trials (oldest first) once `ready(them)` holds; `what` names it."""
+        import optuna
+        from optuna.trial import TrialState
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and self.process.poll() is None:
+            time.sleep(0.25)
+            try:
+                study = optuna.load_study(study_name=self.study_name, storage=self.storage)
+            except KeyError:  # not created yet
+                continue
+            running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+            if ready(running):
+                return running
+        if self.process.poll() is not None:
+            pytest.fail(
+                f"the study ended (exit {self.process.returncode}) before {what} was seen: "
+                "its trials are too short for the poll"
+            )
+        if os.getpgid(self.process.pid) == self.process.pid:
+            os.killpg(self.process.pid, signal.SIGKILL)
+        else:
+            self.process.kill()
+        pytest.fail(f"{what} was not seen within {timeout:g} s")
+
+    def at_rung(self, rung: int, timeout: float = 180.0) -> int:
+        """The number of a RUNNING trial that has reported rung `rung` (1 = its first)."""
+        (trial, *_) = self.until(
+            lambda running: running and len(running[0].intermediate_values) >= rung,
+            f"a trial running at rung {rung}",
+            timeout,
+        )
+        return trial.number
+
+
+@pytest.fixture
+def running_trials():
+    """running_trials(storage, study_name, process) -> RunningTrials: poll a background
+    study (see RunningTrials)."""
+    return RunningTrials
 
 
 SMALL_CNN = "params:\n  base_width: 8\n  fc_width: 32\n  convs_per_block: 1\n"

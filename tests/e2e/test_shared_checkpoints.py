@@ -96,27 +96,12 @@ def _start(args: list[str], cwd: Path) -> subprocess.Popen:
     )
 
 
-def _wait_for_reports(storage: str, study_name: str, process: subprocess.Popen) -> int:
-    deadline = time.monotonic() + 240
-    while time.monotonic() < deadline and process.poll() is None:
-        time.sleep(0.2)
-        try:
-            study = optuna.load_study(study_name=study_name, storage=storage)
-        except KeyError:  # not created yet
-            continue
-        running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-        if running and len(running[0].intermediate_values) >= KILL_AFTER:
-            return running[0].number
-    os.killpg(process.pid, signal.SIGKILL)
-    pytest.fail("no trial reached its epoch in time")
-
-
 # each store once, each storage once: the four pairs cost minutes and test nothing more
 @pytest.mark.parametrize(
     ("store", "backend"), [("file", "sqlite"), ("mlflow-artifacts", "postgresql")]
 )
 def test_a_trial_killed_on_one_worker_resumes_on_another_from_the_shared_store(
-    store, backend, tmp_path, request
+    store, backend, running_trials, tmp_path, request
 ):
     storage_url = (
         f"sqlite:///{tmp_path / 'studies.db'}"
@@ -153,7 +138,7 @@ def test_a_trial_killed_on_one_worker_resumes_on_another_from_the_shared_store(
         *("--heartbeat-interval", "1", "--grace-period", "2"),
     ]
     worker_a = _start(run, first)
-    killed = _wait_for_reports(storage_url, study_name, worker_a)
+    killed = running_trials(storage_url, study_name, worker_a).at_rung(KILL_AFTER, timeout=240)
     os.killpg(worker_a.pid, signal.SIGKILL)
     worker_a.wait()
     saved = sorted(p.relative_to(store_root) for p in store_root.rglob("*.pt"))

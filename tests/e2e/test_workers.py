@@ -23,21 +23,6 @@ def _runs(tmp_path, study_name):
     return client, client.search_runs([experiment.experiment_id], max_results=1000)
 
 
-def _wait_for_running_epoch(storage, study_name, process, epochs=1, timeout=180):
-    deadline = time.time() + timeout
-    while time.time() < deadline and process.poll() is None:
-        time.sleep(0.3)
-        try:
-            study = optuna.load_study(study_name=study_name, storage=storage)
-        except KeyError:  # not created yet
-            continue
-        running = study.get_trials(states=(TrialState.RUNNING,))
-        if running and len(running[0].intermediate_values) >= epochs:
-            return running[0].number
-    process.kill()
-    pytest.fail("no trial reached its epoch in time")
-
-
 def test_two_workers_share_one_study_and_one_parent_run(cli, cnn_args, storage_url, tmp_path):
     result = cli(
         cnn_args(storage_url, "--workers 2 --n-trials 6 --epochs 2"),
@@ -68,7 +53,7 @@ def test_two_workers_share_one_study_and_one_parent_run(cli, cnn_args, storage_u
 
 
 def test_sigkill_then_restart_resumes_the_dead_trial_from_its_checkpoint(
-    cli, cli_popen, cnn_args, tmp_path
+    cli, cli_popen, cnn_args, running_trials, tmp_path
 ):
     storage = f"sqlite:///{tmp_path / 'studies.db'}"
     # Many short epochs: the kill lands mid-trial however fast this machine is.
@@ -78,7 +63,7 @@ def test_sigkill_then_restart_resumes_the_dead_trial_from_its_checkpoint(
         "--heartbeat-interval 1 --grace-period 2",
     )
     process = cli_popen(args, cwd=tmp_path)
-    killed = _wait_for_running_epoch(storage, "cnn-digits", process, epochs=2)
+    killed = running_trials(storage, "cnn-digits", process).at_rung(2)  # an epoch each
     process.send_signal(signal.SIGKILL)
     process.wait()
     time.sleep(2.5)  # past the grace period: the next worker sees the trial as dead
@@ -112,12 +97,12 @@ def test_sigkill_then_restart_resumes_the_dead_trial_from_its_checkpoint(
 
 @pytest.mark.parametrize(("sig", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_signal_ends_the_trial_as_failed_and_the_same_command_finishes(
-    cli, cli_popen, cnn_args, tmp_path, sig, code
+    cli, cli_popen, cnn_args, running_trials, tmp_path, sig, code
 ):
     storage = f"sqlite:///{tmp_path / 'studies.db'}"
     args = cnn_args(storage, "--n-trials 2 --epochs 20 --patience 20 --pruner none")
     process = cli_popen(args, cwd=tmp_path)
-    stopped = _wait_for_running_epoch(storage, "cnn-digits", process, epochs=1)
+    stopped = running_trials(storage, "cnn-digits", process).at_rung(1)
     process.send_signal(sig)
     _, stderr = process.communicate(timeout=120)
     assert process.returncode == code, stderr

@@ -6,7 +6,6 @@ until its heartbeat went stale) or, with one trial, started a new configuration 
 
 import json
 import signal
-import time
 
 import optuna
 import pytest
@@ -21,29 +20,9 @@ FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 GRACE = 300  # far longer than the test: a reclaim cannot be the heartbeat's doing
 
 
-def _wait_for_rung(storage, process, rungs=2, timeout=180):
-    deadline = time.time() + timeout
-    while time.time() < deadline and process.poll() is None:
-        time.sleep(0.3)
-        try:
-            study = optuna.load_study(study_name="cnn-digits", storage=storage)
-        except KeyError:
-            continue
-        running = study.get_trials(states=(TrialState.RUNNING,))
-        if running and len(running[0].intermediate_values) >= rungs:
-            return running[0].number
-    if process.poll() is not None:
-        pytest.fail(
-            f"the study ended (exit {process.returncode}) before a trial was seen "
-            f"running at rung {rungs}: its trials are too short for the poll"
-        )
-    process.kill()
-    pytest.fail("no trial reached its rung in time")
-
-
 @pytest.mark.parametrize(("n_trials", "backend"), [(2, "sqlite"), (1, "postgresql")])
 def test_a_rerun_after_sigkill_resumes_the_dead_trial_and_meets_the_target(
-    cli, cli_popen, cnn_args, tmp_path, request, n_trials, backend
+    cli, cli_popen, cnn_args, running_trials, tmp_path, request, n_trials, backend
 ):
     storage_url = (
         f"sqlite:///{tmp_path / 'studies.db'}"
@@ -58,7 +37,7 @@ def test_a_rerun_after_sigkill_resumes_the_dead_trial_and_meets_the_target(
         f"--heartbeat-interval 10 --grace-period {GRACE}",
     )
     process = cli_popen(args, cwd=tmp_path)
-    killed = _wait_for_rung(storage_url, process)
+    killed = running_trials(storage_url, "cnn-digits", process).at_rung(2)
     process.send_signal(signal.SIGKILL)
     process.wait()
 

@@ -7,7 +7,6 @@ second one could break the clean-up of the first."""
 
 import os
 import signal
-import time
 
 import optuna
 import pytest
@@ -19,34 +18,31 @@ pytestmark = pytest.mark.e2e
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 
 
-def _wait_for_two_running(storage, process, timeout=240):
-    deadline = time.time() + timeout
-    while time.time() < deadline and process.poll() is None:
-        time.sleep(0.5)
-        try:
-            study = optuna.load_study(study_name="cnn-digits", storage=storage)
-        except KeyError:
-            continue
-        running = study.get_trials(states=(TrialState.RUNNING,))
-        if len(running) == 2 and all(t.intermediate_values for t in running):
-            return
-    if process.poll() is None:
-        os.killpg(process.pid, signal.SIGKILL)
-    pytest.fail("the two workers were not seen training at once (at a rung) in time")
-
-
 @pytest.mark.parametrize(
     ("storage_kind", "sig", "whole_group", "code"),
     [("sqlite", signal.SIGINT, True, 130), ("postgresql", signal.SIGTERM, False, 143)],
 )
 def test_stopping_two_workers_loses_nothing(
-    cli, cli_popen, cnn_args, tmp_path, postgres, storage_kind, sig, whole_group, code
+    cli,
+    cli_popen,
+    cnn_args,
+    running_trials,
+    tmp_path,
+    postgres,
+    storage_kind,
+    sig,
+    whole_group,
+    code,
 ):
     storage = f"sqlite:///{tmp_path / 's.db'}" if storage_kind == "sqlite" else postgres.new()
     # trials of ~10 s (digits, 20 epochs): both workers surely train at once when polled
     args = cnn_args(storage, "--workers 2 --n-trials 3 --epochs 20 --patience 20 --pruner none")
     process = cli_popen(args, cwd=tmp_path, own_group=True)
-    _wait_for_two_running(storage, process)
+    running_trials(storage, "cnn-digits", process).until(
+        lambda running: len(running) == 2 and all(t.intermediate_values for t in running),
+        "the two workers training at once (at a rung)",
+        timeout=240,
+    )
     if whole_group:
         os.killpg(process.pid, sig)
     else:
