@@ -212,16 +212,22 @@ class RunningTrials:
         import optuna
         from optuna.trial import TrialState
 
+        # One engine for every poll: load_study(url) per poll made an engine each time, and
+        # their connections once filled PostgreSQL's 100 before the garbage collector came.
+        storage = optuna.storages.RDBStorage(self.storage)
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and self.process.poll() is None:
-            time.sleep(0.25)
-            try:
-                study = optuna.load_study(study_name=self.study_name, storage=self.storage)
-            except KeyError:  # not created yet
-                continue
-            running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-            if ready(running):
-                return running
+        try:
+            while time.monotonic() < deadline and self.process.poll() is None:
+                time.sleep(0.25)
+                try:
+                    study = optuna.load_study(study_name=self.study_name, storage=storage)
+                    running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+                except KeyError:  # not created yet
+                    continue
+                if ready(running):
+                    return running
+        finally:
+            storage.engine.dispose()
         if self.process.poll() is not None:
             pytest.fail(
                 f"the study ended (exit {self.process.returncode}) before {what} was seen: "
