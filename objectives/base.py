@@ -16,7 +16,7 @@ contract version it was written for in `api_version`; tunelab refuses one it can
 from __future__ import annotations
 
 import abc
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
@@ -146,6 +146,13 @@ class Task(abc.ABC):
         size is an objective or bounded. The user's own narrowing applies after it. None by
         default."""
         return {}
+
+    def anchor_configurations(self, objectives: Sequence[str]) -> list[Mapping[str, Any]]:
+        """Changes to the default configuration that a study of `objectives` (the primary
+        first) trains right after the default: the other end of its front, e.g. the smallest
+        model when size is an objective, so the front's cheap end is trained from the start
+        rather than left to chance. None by default."""
+        return []
 
     def suggest(self, trial: optuna.trial.BaseTrial, space: SearchSpace) -> Any:
         """Sample one configuration from (a narrowed copy of) the search space."""

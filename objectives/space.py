@@ -233,16 +233,18 @@ class SearchSpace:
                 values[param.name] = param.suggest(trial)
         return values
 
-    def default_trial_params(self) -> dict[str, Any]:
-        """Params of the task's default configuration, as Optuna would record them.
+    def default_trial_params(self, changes: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """Params of the task's default configuration (with `changes` to some of its values),
+        as Optuna would record them.
 
-        A default outside a narrowed range is left out, so the sampler picks that one.
+        A value outside a narrowed range is left out, so the sampler picks that one.
         """
-        values: dict[str, Any] = {**self.defaults, **self.fixed}
+        chosen: dict[str, Any] = {**self.defaults, **(changes or {})}
+        values = {**chosen, **self.fixed}
         params: dict[str, Any] = {}
         for param in self.params:
-            if self._active(param, values) and param.contains(self.defaults[param.name]):
-                params[param.name] = self.defaults[param.name]
+            if self._active(param, values) and param.contains(chosen[param.name]):
+                params[param.name] = chosen[param.name]
         return params
 
 

@@ -148,11 +148,15 @@ def open_study(
         study.set_user_attr(keys.METRICS_SPACE, prepared.metrics_space)
         name_objectives(study, prepared.objectives)
         # A search never starts worse than the task's defaults.
-        study.enqueue_trial(
-            prepared.space.default_trial_params(),
-            user_attrs={keys.DEFAULT_TRIAL: True},
-            skip_if_exists=True,
-        )
+        default = prepared.space.default_trial_params()
+        study.enqueue_trial(default, user_attrs={keys.DEFAULT_TRIAL: True}, skip_if_exists=True)
+        objectives = prepared.objectives.names if prepared.objectives else (task.metric,)
+        for changes in task.anchor_configurations(objectives):  # e.g. the front's other end
+            anchor = prepared.space.default_trial_params(changes)
+            if anchor != default:
+                study.enqueue_trial(
+                    anchor, user_attrs={keys.ANCHOR_TRIAL: True}, skip_if_exists=True
+                )
     else:
         study.set_user_attr(keys.SPEC, spec.to_json())  # the latest target and options
     return study, plan

@@ -99,3 +99,20 @@ def test_a_size_metric_opens_the_small_end_of_the_space():
     reshaped = default.narrowed(task.space_for_metrics({"val_accuracy", "params"}))
     assert _smallest_model(default) > 20_000 and _smallest_model(reshaped) < 10_000
     assert reshaped.default_trial_params() == default.default_trial_params()
+
+
+def test_a_size_objective_anchors_the_front_at_the_smallest_model():
+    task = ClassificationTask()
+    assert task.anchor_configurations(("val_accuracy", "val_loss")) == []
+    (changes,) = task.anchor_configurations(("val_accuracy", "params"))
+    space = task.search_space().narrowed(task.space_for_metrics({"params"}))
+    anchor = {**space.defaults, **space.default_trial_params(changes)}
+    config = CNNConfig(
+        **{name: anchor[name] for name in ("conv_blocks", "convs_per_block", "base_width")},
+        **{name: anchor[name] for name in ("fc_width", "batch_norm", "kernel_size")},
+        in_channels=1,
+        image_size=(28, 28),
+        num_classes=10,
+    )
+    # the smallest shape, with batch norm's few parameters the default keeps
+    assert count_parameters(CNN(config)) <= _smallest_model(space) + 200

@@ -89,6 +89,11 @@ def test_a_size_objective_reshapes_the_space_and_a_resumed_study_keeps_its_own(
     run_study(old)
     study = optuna.load_study(study_name="s", storage=storage_url)
     assert study.user_attrs["tunelab.metrics_space"] == {}
+    # the front's cheap end follows the default, as far as the space allows (base_width 8
+    # is not among the old choices: the sampler picked one)
+    anchor = study.trials[1]
+    assert anchor.user_attrs["tunelab.anchor_trial"] and anchor.state == TrialState.COMPLETE
+    assert anchor.params["conv_blocks"] == 3 and anchor.params["fc_width"] == 0
     # ... keeps its space when this one resumes it: Optuna refuses a parameter's categorical
     # choices that change within a study, so every new trial would fail.
     monkeypatch.undo()
