@@ -25,6 +25,7 @@ import torch
 
 from tunelab.objectives.budget import TrialBudget
 from tunelab.objectives.data import DataBundle, Split
+from tunelab.objectives.graphs import GraphStep
 from tunelab.objectives.metrics import MetricInfo
 from tunelab.objectives.space import SearchSpace
 
@@ -175,6 +176,17 @@ class Task(abc.ABC):
         scalar tensors (left on the device: the loop averages them without a sync per step).
         A metric a step does not compute (e.g. the GAN's generator loss on a discriminator-
         only step) is left out and averaged over the steps that have it."""
+
+    def graph_step(self, parts: Parts, hp: Any) -> GraphStep | None:
+        """`train_step` as a function the loop may capture once as a CUDA graph and replay
+        for every batch, or None (the default: every step runs `train_step`). Asked only on a
+        CUDA device in float32. The function takes (images, labels, generator) and returns
+        the step's metrics; it must launch the same kernels at every call (no `.item()`, no
+        branch on the step or the data, no `StepContext`, random draws from `generator` or
+        the default CUDA generator), with optimizers built capturable (`optimizer_for(...,
+        capturable=True)`). It leaves out what `train_step` does on the host: the loop steps
+        every scheduler in `parts.schedulers` after each replay."""
+        return None
 
     @abc.abstractmethod
     def evaluate(

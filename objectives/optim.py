@@ -61,10 +61,12 @@ def optimizer_params(
 
 
 def optimizer_for(
-    hp: OptimizerHParams, params: Iterable[torch.nn.Parameter]
+    hp: OptimizerHParams, params: Iterable[torch.nn.Parameter], capturable: bool = False
 ) -> torch.optim.Optimizer:
-    """The optimizer `hp` describes, over `params`."""
-    return make_optimizer(hp.optimizer, params, hp.lr, hp.weight_decay, hp.momentum, hp.nesterov)
+    """The optimizer `hp` describes, over `params`; `capturable` as in `make_optimizer`."""
+    return make_optimizer(
+        hp.optimizer, params, hp.lr, hp.weight_decay, hp.momentum, hp.nesterov, capturable
+    )
 
 
 def make_optimizer(
@@ -74,8 +76,21 @@ def make_optimizer(
     weight_decay: float = 0.0,
     momentum: float = 0.9,
     nesterov: bool = False,
+    capturable: bool = False,
     betas: tuple[float, float] = (0.9, 0.999),
 ) -> torch.optim.Optimizer:
+    """The optimizer `name` over `params`. `capturable` (parameters on a CUDA device): Adam
+    and AdamW keep their step count and learning rate in device tensors, so that a CUDA graph
+    can capture their step (`is_capturable`); SGD has no such mode and ignores it."""
+    params = list(params)
+    if capturable and name in ("adam", "adamw"):
+        device = params[0].device
+        # the schedulers scale `initial_lr`: a float, so that writing each step's rate into
+        # the tensor is one fill, not a read back from the device
+        groups = [{"params": params, "initial_lr": lr}]
+        lr_tensor = torch.tensor(lr, device=device)
+        kind = torch.optim.Adam if name == "adam" else torch.optim.AdamW
+        return kind(groups, lr=lr_tensor, weight_decay=weight_decay, betas=betas, capturable=True)
     if name == "sgd":
         return torch.optim.SGD(
             params,
@@ -89,6 +104,13 @@ def make_optimizer(
     if name == "adamw":
         return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, betas=betas)
     raise ValueError(f"unknown optimizer {name!r}; known: {', '.join(OPTIMIZERS)}")
+
+
+def is_capturable(optimizer: torch.optim.Optimizer) -> bool:
+    """Whether a CUDA graph can capture `optimizer`'s step (built with `capturable`)."""
+    return bool(optimizer.defaults.get("capturable")) and all(
+        isinstance(group["lr"], torch.Tensor) for group in optimizer.param_groups
+    )
 
 
 def make_scheduler(

@@ -31,6 +31,7 @@ from tunelab.objectives.base import Parts, StepContext, Task
 from tunelab.objectives.budget import AUTO_RUNG_VAL_IMAGES, JUDGE_VAL_PER_TRAIN, TrialBudget
 from tunelab.objectives.checkpoints import CheckpointStore
 from tunelab.objectives.data import DataBundle, Split
+from tunelab.objectives.graphs import WARM_UP_STEPS, GraphStep, StepGraph, warm_up_stream
 from tunelab.objectives.interruptions import interruption_in
 from tunelab.objectives.recorders import NullRecorder, TrialRecorder
 from tunelab.objectives.space import SearchSpace
@@ -76,6 +77,9 @@ class LoopConfig:
     deadline: float | None = None
     """Wall-clock time (time.time()) at which a trial stops training and ends complete with
     the value of its best weights so far (pruned if it has not reached a rung yet)."""
+    cuda_graphs: bool = True
+    """Replay each training step as one captured CUDA graph where the task offers one
+    (`Task.graph_step`; on a CUDA device, in float32)."""
 
 
 class Diverged(Exception):
@@ -143,7 +147,8 @@ class RunningMeans:
     def add(self, metrics: dict[str, torch.Tensor]) -> None:
         for name, value in metrics.items():
             value = value.detach().float()
-            self.sums[name] = self.sums[name] + value if name in self.sums else value
+            # a copy: a CUDA graph's outputs are overwritten by its next replay
+            self.sums[name] = self.sums[name] + value if name in self.sums else value.clone()
             self.counts[name] = self.counts.get(name, 0) + 1
 
     def pop(self) -> dict[str, float]:
@@ -174,6 +179,16 @@ class TrialTraining:
         self.means = RunningMeans()
         self.batch = min(task.batch_size(hp), len(data.train))
         self.batches_per_epoch = max(1, len(data.train) // self.batch)
+        self.graph_step = self._graph_step()
+        """The task's step as a CUDA graph may capture it, or None: steps run eagerly."""
+        self._graph: StepGraph | None = None
+        self._eager_steps = 0
+
+    def _graph_step(self) -> GraphStep | None:
+        loop = self.loop
+        if not loop.cuda_graphs or self.device.type != "cuda" or loop.precision != "fp32":
+            return None  # autocast's weight cache must not be captured: bf16 steps stay eager
+        return self.task.graph_step(self.parts, self.hp)
 
     @property
     def progress(self) -> float:
@@ -209,16 +224,38 @@ class TrialTraining:
                 budget=self.loop.budget,
                 generator=self.generator,
             )
-            with autocast(self.device, self.loop.precision):
-                metrics = self.task.train_step(
-                    self.parts, self.hp, channels_last(train.x[index]), train.y[index], ctx
-                )
-            self.means.add(metrics)
+            self.means.add(self._train_step(index, ctx))
             state.steps += 1
             state.images += len(index)
             if epoch_end:
                 state.position = 0
             yield epoch_end
+
+    def _batch(self, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        train = self.data.train
+        return channels_last(train.x[index]), train.y[index]
+
+    def _train_step(self, index: torch.Tensor, ctx: StepContext) -> dict[str, torch.Tensor]:
+        """One step: the task's `train_step`, or a replay of its captured `graph_step`
+        followed by the schedulers' steps (which `train_step` takes itself)."""
+        if self.graph_step is None:
+            with autocast(self.device, self.loop.precision):
+                return self.task.train_step(self.parts, self.hp, *self._batch(index), ctx)
+        if self._graph is None:
+            current = torch.cuda.current_stream(self.device)
+            if self._eager_steps < WARM_UP_STEPS:  # this run's first steps: warm-up, eager
+                self._eager_steps += 1
+                side = warm_up_stream(self.device)
+                with torch.cuda.stream(side):
+                    metrics = self.task.train_step(self.parts, self.hp, *self._batch(index), ctx)
+                current.wait_stream(side)
+                return metrics
+            # Captured only now, after any resume: the graph keeps the tensors it saw.
+            self._graph = StepGraph(self.graph_step, self._batch, self.batch, self.generator)
+        metrics = self._graph.replay(index)
+        for scheduler in self.parts.schedulers.values():
+            scheduler.step()
+        return metrics
 
     def step_now(self) -> int:
         """Where training stands, in the budget's unit (training images, or epochs)."""
