@@ -22,6 +22,7 @@ import torch
 
 from tunelab.objectives import keys
 from tunelab.objectives.budget import TrialBudget, epoch_budget
+from tunelab.objectives.graphs import WARM_UP_STEPS as GRAPH_WARM_UP_STEPS
 from tunelab.objectives.runner import LoopConfig, Precision, TrialTraining
 from tunelab.search.spec import DEFAULT_EPOCHS, SpecError, StudySpec, stored_values
 from tunelab.search.study.prepare import Prepared
@@ -41,7 +42,10 @@ MIN_RUNG_IMAGES = 512
 """Smallest automatic rung: fewer images say too little about a configuration."""
 CALIBRATION_S = 2.0
 """Seconds of training timed to measure throughput (after a short warm-up)."""
-WARMUP_STEPS = 3
+WARMUP_STEPS = GRAPH_WARM_UP_STEPS + 2
+"""Untimed steps: past the eager steps before a CUDA graph's capture, and the capture itself
+(set-up to the first replay: 0.7 s on an H100, `benchmarks/steps.py`; timed, it would count
+as a third of CALIBRATION_S's training)."""
 MAX_PLANNED_EPOCHS = 3 * DEFAULT_EPOCHS
 """Without --max-epochs, a trial planned for a time budget trains at most this many epochs:
 on a small data set a budget affords far longer trials, but then only the default
