@@ -5,10 +5,12 @@ forward, backward, optimizer, schedule, running means) for the task's default co
 on full MNIST, on one device, in variants side by side, then profiles the plain step with
 torch.profiler: the busiest operators and how many kernels one step launches. On a GPU a
 small CNN is bound by the launches, not the arithmetic: what shortens a step there is fewer
-launches per image (larger batches, or the whole step replayed as one CUDA graph: the
-prototype `whole_step_graph`), not fewer FLOPs. Each line gives ms per step, the 10-epoch
-trial it implies (steps of that batch size; rung scoring, checkpoints and tracking not
-included) and the validation accuracy after the timed steps (each variant still trains).
+launches per image (larger batches, or the whole step replayed as one CUDA graph, which the
+loop does there: `objectives/graphs.py`), not fewer FLOPs. On a GPU the first line is the loop
+as it runs (graph replays) and every other variant runs eager steps, against the line "eager
+steps". Each line gives ms per step, the 10-epoch trial it implies (steps of that batch size;
+rung scoring, checkpoints and tracking not included) and the validation accuracy after the
+timed steps (each variant still trains). The profile is of eager steps.
 
     .venv/bin/python benchmarks/steps.py [--device cuda] [--steps 300] [--compile]
 """
@@ -17,21 +19,18 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import itertools
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
-from tunelab.objectives.augment import AugmentConfig, augment_batch
 from tunelab.objectives.budget import epoch_budget
 from tunelab.objectives.classification import ClassificationTask, ClassifierHParams
 from tunelab.objectives.data import DataSpec, load_data
-from tunelab.objectives.optim import make_scheduler, schedule_factor
-from tunelab.objectives.runner import LoopConfig, TrialTraining, channels_last
+from tunelab.objectives.optim import make_scheduler
+from tunelab.objectives.runner import LoopConfig, TrialTraining
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("TUNELAB_SHARED_DATA", ROOT.parent / "shared" / "data"))
@@ -54,58 +53,18 @@ def fused_optimizer(training: TrialTraining) -> None:
     parts.schedulers["lr"] = make_scheduler(optimizer, hp.lr_schedule, total)
 
 
+def cudnn_autotuned(training: TrialTraining) -> None:
+    """cuDNN times its algorithms for each new shape and keeps the fastest (a process-wide
+    switch: this variant runs last)."""
+    torch.backends.cudnn.benchmark = True
+
+
 def compiled(mode: str | None) -> Tweak:
     def tweak(training: TrialTraining) -> None:
         model = training.parts.modules["model"]
         training.parts.modules["model"] = torch.compile(model, mode=mode)
 
     return tweak
-
-
-def whole_step_graph(training: TrialTraining) -> Iterator[None]:
-    """A prototype, not the product's loop: the whole step (gather, augmentation, forward,
-    backward, AdamW) captured once as one CUDA graph and replayed, as in PyTorch's
-    whole-network capture recipe. Outside the graph per step: the batch's indices and the
-    learning rate, written into the graph's own tensors. Augmentation and dropout draw from
-    the default CUDA generator (the graph records its offsets)."""
-    hp, device = training.hp, training.device
-    model, train = training.parts.modules["model"], training.data.train
-    lr = torch.tensor(hp.lr, device=device)
-    optimizer = torch.optim.AdamW(
-        model.parameters(), lr=lr, weight_decay=hp.weight_decay, capturable=True
-    )
-    factor = schedule_factor(hp.lr_schedule, training.loop.budget.steps(hp.batch_size))
-    augment = AugmentConfig(hp.rotation, hp.hflip, hp.crop_padding)
-    index = torch.arange(training.batch, device=device)
-    loss_sum = torch.zeros((), device=device)
-
-    def step() -> None:
-        x = augment_batch(channels_last(train.x[index]), augment)
-        loss = F.cross_entropy(model(x), train.y[index], label_smoothing=hp.label_smoothing)
-        loss.backward()
-        optimizer.step()
-        loss_sum.add_(loss.detach())
-
-    model.train()
-    side = torch.cuda.Stream(device)
-    side.wait_stream(torch.cuda.current_stream(device))
-    with torch.cuda.stream(side):  # warm-up off the default stream: optimizer state, cuDNN
-        for _ in range(3):
-            optimizer.zero_grad(set_to_none=True)
-            step()
-    torch.cuda.current_stream(device).wait_stream(side)
-    graph = torch.cuda.CUDAGraph()
-    optimizer.zero_grad(set_to_none=True)
-    with torch.cuda.graph(graph):
-        step()
-    order = torch.randperm(len(train), device=device)
-    per_epoch = training.batches_per_epoch
-    for n in itertools.count():
-        position = (n % per_epoch) * training.batch
-        index.copy_(order[position : position + training.batch])
-        lr.fill_(hp.lr * factor(n))
-        graph.replay()
-        yield None
 
 
 def time_steps(
@@ -115,14 +74,14 @@ def time_steps(
     steps: int,
     hp: ClassifierHParams,
     *tweaks: Tweak,
-    stepper: Callable[[TrialTraining], Iterator] = TrialTraining.steps,
+    cuda_graphs: bool = False,
 ) -> tuple[float, float, int, float]:
     """(ms per step, seconds of set-up and warm-up, steps per epoch, val accuracy after)."""
     start = time.perf_counter()
-    training = default_training(data, device, precision, hp)
+    training = default_training(data, device, precision, hp, cuda_graphs)
     for tweak in tweaks:
         tweak(training)
-    run = stepper(training)
+    run = training.steps()
     for _ in range(WARM_UP_STEPS):
         next(run)
     training.means.pop()
@@ -138,11 +97,14 @@ def time_steps(
 
 
 def default_training(
-    data, device: torch.device, precision: str, hp: ClassifierHParams
+    data, device: torch.device, precision: str, hp: ClassifierHParams, cuda_graphs: bool = False
 ) -> TrialTraining:
     """A trial's training of `hp` as the loop builds it: a 10-epoch budget, seed 0."""
     loop = LoopConfig(
-        budget=epoch_budget(EPOCHS, len(data.train)), device=str(device), precision=precision
+        budget=epoch_budget(EPOCHS, len(data.train)),
+        device=str(device),
+        precision=precision,
+        cuda_graphs=cuda_graphs,
     )
     return TrialTraining(ClassificationTask(), hp, data, loop, seed=0)
 
@@ -218,7 +180,6 @@ def main() -> None:
     native = "bf16" if device.type == "cuda" and torch.cuda.is_bf16_supported() else "fp32"
     no_augment = dataclasses.replace(default, rotation=0.0, crop_padding=0)
     variants: list[tuple[str, str, ClassifierHParams, tuple[Tweak, ...]]] = [
-        ("default (the trial loop)", "fp32", default, ()),
         ("default, bf16 autocast", native, default, ()),
         ("no augmentation", "fp32", no_augment, ()),
         ("batch 256", "fp32", dataclasses.replace(default, batch_size=256), ()),
@@ -233,17 +194,18 @@ def main() -> None:
             )
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
     print(f"{args.dataset} on {name}, torch {torch.__version__}: {args.steps} steps per variant")
+    timed = time_steps(data, device, "fp32", args.steps, default, cuda_graphs=True)
+    print(result_line("default (the trial loop)", "fp32", default, *timed), flush=True)
+    if device.type == "cuda":
+        variants.insert(0, ("eager steps", "fp32", default, ()))
     for label, precision, hp, tweaks in variants:
         timed = time_steps(data, device, precision, args.steps, hp, *tweaks)
         print(result_line(label, precision, hp, *timed), flush=True)
     if device.type == "cuda":
-        label = "whole step as one CUDA graph"
-        try:
-            timed = time_steps(data, device, "fp32", args.steps, default, stepper=whole_step_graph)
-        except RuntimeError as error:  # a prototype: say why it could not run, then go on
-            print(f"{label:<32} failed: {str(error).splitlines()[0]}", flush=True)
-        else:
-            print(result_line(label, "fp32", default, *timed) + " (a prototype)", flush=True)
+        timed = time_steps(
+            data, device, "fp32", args.steps, default, cudnn_autotuned, cuda_graphs=True
+        )
+        print(result_line("the trial loop, cuDNN autotuned", "fp32", default, *timed), flush=True)
     profile_step(data, device, "fp32", default)
 
 
