@@ -42,20 +42,24 @@ arithmetic."""
 SIZE_METRICS = frozenset({"params", "macs", "latency_ms"})
 """Objectives that reward a smaller or faster model."""
 SMALL_MODELS: Mapping[str, Any] = {
-    "base_width": {"choices": [8, 16, 24, 32, 48]},
+    "base_width": {"choices": [4, 8, 16, 24, 32, 48]},
     "fc_width": {"choices": [0, 16, 32, 64, 128, 256]},
 }
 """The space's narrowing in a study that optimizes or bounds a size metric: the widths searched
-for accuracy alone build nothing under ~20,000 parameters; these reach ~9,000, the cheap end of
+for accuracy alone build nothing under ~20,000 parameters; these reach ~3,000, the cheap end of
 a front (or a tight constraint's feasible region)."""
-SMALLEST_MODEL: Mapping[str, Any] = {
-    "conv_blocks": 3,
-    "convs_per_block": 1,
-    "base_width": 8,
-    "fc_width": 0,
-}
-"""The smallest network `SMALL_MODELS` builds (about 8,800 parameters on 28x28 images): a
-study with a size objective trains it after the default, the two ends of its front."""
+SIZE_LADDER: tuple[Mapping[str, Any], ...] = (
+    {"conv_blocks": 3, "convs_per_block": 1, "base_width": 4, "fc_width": 0},
+    {"conv_blocks": 3, "convs_per_block": 1, "base_width": 8, "fc_width": 0},
+    {"conv_blocks": 2, "convs_per_block": 1, "base_width": 16, "fc_width": 0},
+    {"conv_blocks": 2, "convs_per_block": 1, "base_width": 32, "fc_width": 0},
+    {"conv_blocks": 2, "convs_per_block": 1, "base_width": 32, "fc_width": 32},
+)
+"""Networks a study with a size objective trains right after the default, smallest first: on
+28x28 images about 3,000 parameters (the smallest `SMALL_MODELS` builds), 8,800, 20,500,
+50,300 and 120,000, below the default's 468,000, each 2.3 to 3.9 times the last. The front
+spans the sizes from the start (157x) instead of waiting for the sampler to draw the rare small
+shapes; the search then improves on the ladder's rungs."""
 
 
 @dataclass(frozen=True)
@@ -133,7 +137,7 @@ class ClassificationTask(Task):
                     "base_width",
                     "categorical",
                     choices=(16, 24, 32, 48),
-                    allowed=(8, 16, 24, 32, 48, 64, 96, 128),
+                    allowed=(4, 8, 16, 24, 32, 48, 64, 96, 128),
                 ),
                 Param("kernel_size", "categorical", choices=(3, 5)),
                 Param("batch_norm", "categorical", choices=(False, True)),
@@ -156,7 +160,7 @@ class ClassificationTask(Task):
         return SMALL_MODELS if SIZE_METRICS.intersection(metrics) else {}
 
     def anchor_configurations(self, objectives: Sequence[str]) -> list[Mapping[str, Any]]:
-        return [SMALLEST_MODEL] if SIZE_METRICS.intersection(objectives) else []
+        return list(SIZE_LADDER) if SIZE_METRICS.intersection(objectives) else []
 
     def build(
         self, hp: ClassifierHParams, data: DataBundle, device: torch.device, budget: TrialBudget

@@ -101,18 +101,25 @@ def test_a_size_metric_opens_the_small_end_of_the_space():
     assert reshaped.default_trial_params() == default.default_trial_params()
 
 
-def test_a_size_objective_anchors_the_front_at_the_smallest_model():
+def test_a_size_objective_anchors_the_front_with_a_ladder_of_sizes():
     task = ClassificationTask()
     assert task.anchor_configurations(("val_accuracy", "val_loss")) == []
-    (changes,) = task.anchor_configurations(("val_accuracy", "params"))
     space = task.search_space().narrowed(task.space_for_metrics({"params"}))
-    anchor = {**space.defaults, **space.default_trial_params(changes)}
-    config = CNNConfig(
-        **{name: anchor[name] for name in ("conv_blocks", "convs_per_block", "base_width")},
-        **{name: anchor[name] for name in ("fc_width", "batch_norm", "kernel_size")},
-        in_channels=1,
-        image_size=(28, 28),
-        num_classes=10,
-    )
-    # the smallest shape, with batch norm's few parameters the default keeps
-    assert count_parameters(CNN(config)) <= _smallest_model(space) + 200
+
+    def size(changes) -> int:
+        chosen = {**space.defaults, **space.default_trial_params(changes)}
+        config = CNNConfig(
+            **{name: chosen[name] for name in ("conv_blocks", "convs_per_block", "base_width")},
+            **{name: chosen[name] for name in ("fc_width", "batch_norm", "kernel_size")},
+            in_channels=1,
+            image_size=(28, 28),
+            num_classes=10,
+        )
+        return count_parameters(CNN(config))
+
+    sizes = [size(changes) for changes in task.anchor_configurations(("val_accuracy", "params"))]
+    # from the smallest shape (with batch norm's few parameters the default keeps) upwards,
+    # each rung at most 4x the last, all below the default, which is trained before them
+    assert sizes[0] <= _smallest_model(space) + 200
+    assert all(1 < b / a <= 4 for a, b in zip(sizes, sizes[1:], strict=False))
+    assert sizes[-1] < size({}) and size({}) / sizes[0] > 10
