@@ -235,20 +235,22 @@ class TrialTraining:
         train = self.data.train
         return channels_last(train.x[index]), train.y[index]
 
+    def _eager_step(self, index: torch.Tensor, ctx: StepContext) -> dict[str, torch.Tensor]:
+        with autocast(self.device, self.loop.precision):
+            return self.task.train_step(self.parts, self.hp, *self._batch(index), ctx)
+
     def _train_step(self, index: torch.Tensor, ctx: StepContext) -> dict[str, torch.Tensor]:
         """One step: the task's `train_step`, or a replay of its captured `graph_step`
         followed by the schedulers' steps (which `train_step` takes itself)."""
         if self.graph_step is None:
-            with autocast(self.device, self.loop.precision):
-                return self.task.train_step(self.parts, self.hp, *self._batch(index), ctx)
+            return self._eager_step(index, ctx)
         if self._graph is None:
-            current = torch.cuda.current_stream(self.device)
             if self._eager_steps < WARM_UP_STEPS:  # this run's first steps: warm-up, eager
                 self._eager_steps += 1
                 side = warm_up_stream(self.device)
                 with torch.cuda.stream(side):
-                    metrics = self.task.train_step(self.parts, self.hp, *self._batch(index), ctx)
-                current.wait_stream(side)
+                    metrics = self._eager_step(index, ctx)
+                torch.cuda.current_stream(self.device).wait_stream(side)
                 return metrics
             # Captured only now, after any resume: the graph keeps the tensors it saw.
             self._graph = StepGraph(self.graph_step, self._batch, self.batch, self.generator)
