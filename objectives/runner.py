@@ -515,10 +515,8 @@ class Objective:
         self.reports.report(trial, step, scores)
         self._save_checkpoint(trial.number, training)
         if self.reports.should_prune(trial, step):
-            if not trial.user_attrs.get(keys.DEFAULT_TRIAL):
+            if not _is_reference(trial):
                 raise optuna.TrialPruned(f"pruned at step {step} ({task.metric}={value:.5g})")
-            # The task's default configuration trains its whole budget: the search's baseline,
-            # so that a search never ends worse than the defaults.
             self.paused_at(trial.number)
 
     def _rung_scores(self, training: TrialTraining) -> dict[str, float]:
@@ -668,6 +666,15 @@ class Objective:
                 keys.RESUMED_AT_STEP_TAG: str(self.loop.budget.step(training.state.rungs)),
             }
         )
+
+
+def _is_reference(trial: optuna.trial.BaseTrial) -> bool:
+    """Whether the trial trains its whole budget whatever the pruner says: the task's default
+    configuration (the search's baseline, so that a search never ends worse than the defaults)
+    and its anchors (e.g. a size objective's ladder: the front's reference points, whose
+    accuracy after a few hundred images says little about where they end)."""
+    attrs = trial.user_attrs
+    return bool(attrs.get(keys.DEFAULT_TRIAL) or attrs.get(keys.ANCHOR_TRIAL))
 
 
 def _check_finite(metrics: dict[str, float], epoch: int) -> None:

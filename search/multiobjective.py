@@ -22,7 +22,8 @@ is pruned otherwise. In words: a trial is pruned when, at a rung, at least max(1
 trials dominate it there. Consequences: a trial on the current front at its rung is never
 pruned; the smallest configuration so far (W empty) is never pruned, so the cheap end of the
 front is always trained out; with a single objective W is every trial and the rule is plain
-successive halving; the task's default configuration is never pruned (the loop's rule).
+successive halving; the task's default configuration and its anchors (a size objective's
+ladder of sizes) are never pruned (the loop's rule): they are the front's reference points.
 """
 
 from __future__ import annotations

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import optuna
 import pytest
 import torch
+from optuna.trial import TrialState
 
 from tunelab.objectives import keys
 from tunelab.objectives.base import Finalization, Parts, Task
@@ -277,12 +278,14 @@ def test_a_deadline_before_the_first_rung_prunes_the_trial(recorder):
     assert task.steps_trained == [1] and recorder.status == "KILLED"
 
 
-def test_the_default_configuration_is_never_pruned(recorder):
+@pytest.mark.parametrize("reference", [keys.DEFAULT_TRIAL, keys.ANCHOR_TRIAL])
+def test_the_default_configuration_and_the_anchors_are_never_pruned(recorder, reference):
     study = optuna.create_study(
         direction="maximize", pruner=optuna.pruners.ThresholdPruner(lower=0.55)
     )
-    study.enqueue_trial({"x": 0.5}, user_attrs={keys.DEFAULT_TRIAL: True})
+    study.enqueue_trial({"x": 0.5}, user_attrs={reference: True})
+    study.enqueue_trial({"x": 0.5})
     task = ScriptedTask({1: 0.5, 2: 0.4})
-    study.optimize(objective(task, recorder, budget=budget(2)), n_trials=1)
-    assert study.trials[0].state == optuna.trial.TrialState.COMPLETE
-    assert task.steps_trained == [1, 2]
+    study.optimize(objective(task, recorder, budget=budget(2)), n_trials=2)
+    assert [t.state for t in study.trials] == [TrialState.COMPLETE, TrialState.PRUNED]
+    assert task.steps_trained == [1, 2, 1]
