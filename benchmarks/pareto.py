@@ -17,7 +17,7 @@ Goals (issue 11): the pruned search's front has >= 5 points spanning >= 10x in p
 its hypervolume is >= 95% of the unpruned search's, and >= 40% of its trials are pruned.
 Run it on a quiet machine (it takes 2 x SECONDS plus start-up):
 
-    .venv/bin/python benchmarks/pareto.py [--seconds 300] [--seed 0]
+    .venv/bin/python benchmarks/pareto.py [--seconds 300] [--seed 0] [--keep DIR]
 """
 
 from __future__ import annotations
@@ -114,11 +114,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=300, help="time budget of each search")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--keep", type=Path, help="keep each search's folder (studies, MLflow) under this one"
+    )
     args = parser.parse_args()
     outcomes = []
     for pruner in ("auto", "none"):
         with tempfile.TemporaryDirectory(prefix=f"tunelab-pareto-{pruner}-") as tmp:
-            outcomes.append(run(pruner, args.seconds, args.seed, Path(tmp)))
+            workdir = Path(tmp) if args.keep is None else args.keep / pruner
+            workdir.mkdir(parents=True, exist_ok=True)
+            outcomes.append(run(pruner, args.seconds, args.seed, workdir))
             print(outcomes[-1].line(), flush=True)
     pruned, full = outcomes
     for outcome in outcomes:
