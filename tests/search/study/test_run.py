@@ -89,7 +89,7 @@ def test_a_size_objective_reshapes_the_space_and_a_resumed_study_keeps_its_own(
     run_study(old)
     study = optuna.load_study(study_name="s", storage=storage_url)
     assert study.user_attrs["tunelab.metrics_space"] == {}
-    # the front's cheap end follows the default, as far as the space allows (base_width 8
+    # the front's cheap end follows the default, as far as the space allows (base_width 2
     # is not among the old choices: the sampler picked one)
     anchor = study.trials[1]
     assert anchor.user_attrs["tunelab.anchor_trial"] and anchor.state == TrialState.COMPLETE
