@@ -1,11 +1,12 @@
 import io
+from dataclasses import fields
 
 import optuna
 import pytest
 import torch
 from PIL import Image
 
-from tunelab.models.cnn import CNN, CNNConfig
+from tunelab.models.cnn import CNN, CNNArchitecture, CNNConfig
 from tunelab.objectives.classification import ClassificationTask
 from tunelab.objectives.metrics import count_parameters
 from tunelab.objectives.runner import Objective
@@ -68,23 +69,22 @@ def test_every_optimizer_and_schedule_trains(digits, loop_for):
         assert 0.0 < value <= 1.0
 
 
+def _mnist_cnn_size(**architecture) -> int:
+    """Parameters of a CNN of this architecture on 28x28 grey images, ten classes."""
+    config = CNNConfig(**architecture, in_channels=1, image_size=(28, 28), num_classes=10)
+    return count_parameters(CNN(config))
+
+
 def _smallest_model(space) -> int:
     """Parameters of the smallest CNN the space can build (on 28x28 grey images)."""
     param = {p.name: p for p in space.params}
     sizes = [
-        count_parameters(
-            CNN(
-                CNNConfig(
-                    conv_blocks=blocks,
-                    convs_per_block=1,
-                    base_width=min(param["base_width"].choices),
-                    fc_width=fc_width,
-                    batch_norm=False,
-                    in_channels=1,
-                    image_size=(28, 28),
-                    num_classes=10,
-                )
-            )
+        _mnist_cnn_size(
+            conv_blocks=blocks,
+            convs_per_block=1,
+            base_width=min(param["base_width"].choices),
+            fc_width=fc_width,
+            batch_norm=False,
         )
         for blocks in range(int(param["conv_blocks"].low), int(param["conv_blocks"].high) + 1)
         for fc_width in param["fc_width"].choices
@@ -108,14 +108,7 @@ def test_a_size_objective_anchors_the_front_with_a_ladder_of_sizes():
 
     def size(changes) -> int:
         chosen = {**space.defaults, **space.default_trial_params(changes)}
-        config = CNNConfig(
-            **{name: chosen[name] for name in ("conv_blocks", "convs_per_block", "base_width")},
-            **{name: chosen[name] for name in ("fc_width", "batch_norm", "kernel_size")},
-            in_channels=1,
-            image_size=(28, 28),
-            num_classes=10,
-        )
-        return count_parameters(CNN(config))
+        return _mnist_cnn_size(**{f.name: chosen[f.name] for f in fields(CNNArchitecture)})
 
     sizes = [size(changes) for changes in task.anchor_configurations(("val_accuracy", "params"))]
     # from the smallest shape (with batch norm's few parameters the default keeps) upwards,
