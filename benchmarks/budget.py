@@ -7,7 +7,9 @@ For each scenario, side by side on this machine, one after the other:
 - baseline: optuna-examples' `pytorch/pytorch_simple.py` loop as a user would copy it (an MLP,
   `DataLoader`s, 30 batches of 128 training images and 10 of validation per epoch, 10 epochs,
   one report per epoch, Optuna's default sampler and median pruner), on the same data splits,
-  for the same wall-clock budget.
+  for the same wall-clock budget;
+- default (`limit` only): the default configuration alone, `tunelab run cnn --n-trials 1`,
+  trained for tunelab's default epoch budget: what a user gets without the search.
 
 Scenarios: `mnist` (full MNIST, 300 s), `demo` (mnist5k, 150 s, as `make demo`), `limit`
 (MNIST with --limit-train 1000, 300 s, seeds 0-2). Each prints one line per run; the last
@@ -58,6 +60,9 @@ class Scenario:
     seed: int = 0
     limit_train: int | None = None
     device: str = "cpu"
+    default_run: bool = False
+    """Also run the default configuration alone at tunelab's default epoch budget (what a user
+    gets without a search: `tunelab run --n-trials 1`); only where that is cheap."""
 
     @property
     def label(self) -> str:
@@ -91,13 +96,16 @@ class Outcome:
         )
 
 
-def run_tunelab(scenario: Scenario, folder: Path) -> Outcome:
+def run_tunelab(scenario: Scenario, folder: Path, search: bool = True) -> Outcome:
+    """The search of `scenario` (search=False: the default configuration alone, trained for
+    tunelab's default epoch budget)."""
     storage = f"sqlite:///{folder / 'studies.db'}"
+    budget = ("--timeout", str(scenario.timeout)) if search else ("--n-trials", "1")
     command = [
         str(TUNELAB),
         *("run", "cnn", "--dataset", scenario.dataset, "--data-dir", str(SHARED)),
-        *("--timeout", str(scenario.timeout), "--seed", str(scenario.seed), "--quiet"),
-        *("--device", scenario.device),
+        *budget,
+        *("--seed", str(scenario.seed), "--quiet", "--device", scenario.device),
         *("--storage", storage, "--tracking-uri", f"sqlite:///{folder / 'mlflow.db'}"),
     ]
     if scenario.limit_train:
@@ -115,7 +123,7 @@ def run_tunelab(scenario: Scenario, folder: Path) -> Outcome:
     default = summary.default
     data = load_data(_spec(scenario))
     return Outcome(
-        side="tunelab",
+        side="tunelab" if search else "default",
         wall_s=wall,
         configurations=summary.configurations,
         past_first_rung=summary.past_first_rung,
@@ -221,7 +229,10 @@ def run_baseline(scenario: Scenario) -> Outcome:
 SCENARIOS = {
     "mnist": [Scenario("mnist", "mnist", 300)],
     "demo": [Scenario("demo", "mnist5k", 150)],
-    "limit": [Scenario(f"limit1k-s{s}", "mnist", 300, seed=s, limit_train=1000) for s in range(3)],
+    "limit": [
+        Scenario(f"limit1k-s{s}", "mnist", 300, seed=s, limit_train=1000, default_run=True)
+        for s in range(3)
+    ],
 }
 
 
@@ -249,6 +260,11 @@ def main() -> None:
                 outcome = run_tunelab(scenario, Path(folder))
             print(outcome.line(scenario), flush=True)
             results.setdefault(name, []).append((scenario, outcome))
+            if scenario.default_run:
+                with tempfile.TemporaryDirectory(prefix="tunelab-budget-") as folder:
+                    outcome = run_tunelab(scenario, Path(folder), search=False)
+                print(outcome.line(scenario), flush=True)
+                results[name].append((scenario, outcome))
             if not args.no_baseline:
                 outcome = run_baseline(scenario)
                 print(outcome.line(scenario), flush=True)
@@ -257,10 +273,21 @@ def main() -> None:
     for name, rows in results.items():
         ours = [o for _, o in rows if o.side == "tunelab"]
         theirs = [o for _, o in rows if o.side == "optuna"]
+        alone = [o for _, o in rows if o.side == "default"]
         gains = [o.best - o.default for o in ours if o.best is not None and o.default]
         line = f"{name}: tunelab mean best {statistics.fmean(o.best or 0 for o in ours):.4f}"
         if gains:
-            line += f", {100 * statistics.fmean(gains):+.2f} pp over its default configuration"
+            line += (
+                f", {100 * statistics.fmean(gains):+.2f} pp over its default configuration "
+                "(same study, same trial budget)"
+            )
+        if alone and len(alone) == len(ours):
+            pairs = zip(ours, alone, strict=True)
+            gain = statistics.fmean((o.best or 0) - (a.best or 0) for o, a in pairs)
+            line += (
+                f", {100 * gain:+.2f} pp over the default configuration alone at the default "
+                "epoch budget"
+            )
         if theirs:
             ratio = statistics.fmean(o.past_first_rung for o in ours) / max(
                 1, statistics.fmean(o.past_first_rung for o in theirs)
