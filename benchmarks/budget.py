@@ -120,7 +120,7 @@ def run_tunelab(scenario: Scenario, folder: Path, search: bool = True) -> Outcom
         sys.exit(f"{scenario.label}: tunelab exited {done.returncode}:\n{done.stderr[-3000:]}")
     study = optuna.load_study(study_name=f"cnn-{scenario.dataset}", storage=storage)
     summary = SearchSummary.of(study)
-    default = summary.default
+    default = summary.default if search else None  # the default alone: its best is its own
     data = load_data(_spec(scenario))
     return Outcome(
         side="tunelab" if search else "default",
