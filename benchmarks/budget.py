@@ -3,7 +3,8 @@
 For each scenario, side by side on this machine, one after the other:
 
 - tunelab: the real `tunelab run cnn ... --timeout T` in a fresh folder (SQLite, MLflow,
-  checkpoints, workers chosen by `--workers auto`), read back through Optuna;
+  checkpoints, workers and threads chosen by `--workers auto` unless `--workers`,
+  `--threads`), read back through Optuna;
 - baseline: optuna-examples' `pytorch/pytorch_simple.py` loop as a user would copy it (an MLP,
   `DataLoader`s, 30 batches of 128 training images and 10 of validation per epoch, 10 epochs,
   one report per epoch, Optuna's default sampler and median pruner), on the same data splits,
@@ -16,11 +17,14 @@ Scenarios: `mnist` (full MNIST, 300 s), `demo` (mnist5k, 150 s, as `make demo`),
 lines give the ratios. The full MNIST needs ../shared/data (or TUNELAB_SHARED_DATA).
 
     .venv/bin/python benchmarks/budget.py [--scenarios mnist demo limit] [--seeds 0 1 2]
-        [--no-baseline] [--device cuda] [--seconds S]
+        [--no-baseline] [--device cuda] [--seconds S] [--dataset NAME]
+        [--workers N] [--threads N]
 
 `--device cuda` runs both sides on the GPU (tunelab keeps its data there; the baseline moves
 each batch, as pytorch_simple does); `--seconds` gives every scenario that budget instead of
-its own (for a short, lent GPU).
+its own (for a short, lent GPU); `--dataset` gives every scenario that data set instead of its
+own, and `--workers` / `--threads` are every `tunelab run`'s (`--dataset digits --workers 1
+--threads 1` and a few seconds: a smoke run of the whole path, without ../shared/data).
 """
 
 from __future__ import annotations
@@ -96,9 +100,11 @@ class Outcome:
         )
 
 
-def run_tunelab(scenario: Scenario, folder: Path, search: bool = True) -> Outcome:
+def run_tunelab(
+    scenario: Scenario, folder: Path, search: bool = True, machine: tuple[str, ...] = ()
+) -> Outcome:
     """The search of `scenario` (search=False: the default configuration alone, trained for
-    tunelab's default epoch budget)."""
+    tunelab's default epoch budget); `machine`: `--workers` / `--threads` flags."""
     storage = f"sqlite:///{folder / 'studies.db'}"
     budget = ("--timeout", str(scenario.timeout)) if search else ("--n-trials", "1")
     command = [
@@ -106,6 +112,7 @@ def run_tunelab(scenario: Scenario, folder: Path, search: bool = True) -> Outcom
         *("run", "cnn", "--dataset", scenario.dataset, "--data-dir", str(SHARED)),
         *budget,
         *("--seed", str(scenario.seed), "--quiet", "--device", scenario.device),
+        *machine,
         *("--storage", storage, "--tracking-uri", f"sqlite:///{folder / 'mlflow.db'}"),
     ]
     if scenario.limit_train:
@@ -245,30 +252,43 @@ def main() -> None:
     )
     parser.add_argument("--device", default="cpu", help="cpu or cuda, for both sides")
     parser.add_argument("--seconds", type=float, help="every scenario's budget, instead of its own")
+    parser.add_argument("--dataset", help="every scenario's data set, instead of its own")
+    parser.add_argument("--workers", help="tunelab's --workers [auto]")
+    parser.add_argument("--threads", help="tunelab's --threads [auto]")
     args = parser.parse_args()
-    if not (SHARED / "MNIST" / "raw").is_dir():
-        sys.exit(f"full MNIST not found under {SHARED}: set TUNELAB_SHARED_DATA")
-    results: dict[str, list[tuple[Scenario, Outcome]]] = {}
+    machine = tuple(
+        part
+        for flag in ("workers", "threads")
+        if getattr(args, flag)
+        for part in (f"--{flag}", getattr(args, flag))
+    )
+    chosen = []
     for name in args.scenarios:
         for scenario in SCENARIOS[name]:
             scenario = replace(scenario, device=args.device)
             if args.seconds:
                 scenario = replace(scenario, timeout=args.seconds)
-            if args.seeds is not None and name == "limit" and scenario.seed not in args.seeds:
-                continue
+            if args.dataset:
+                scenario = replace(scenario, dataset=args.dataset)
+            if args.seeds is None or name != "limit" or scenario.seed in args.seeds:
+                chosen.append((name, scenario))
+    if any(s.dataset == "mnist" for _, s in chosen) and not (SHARED / "MNIST" / "raw").is_dir():
+        sys.exit(f"full MNIST not found under {SHARED}: set TUNELAB_SHARED_DATA")
+    results: dict[str, list[tuple[Scenario, Outcome]]] = {}
+    for name, scenario in chosen:
+        with tempfile.TemporaryDirectory(prefix="tunelab-budget-") as folder:
+            outcome = run_tunelab(scenario, Path(folder), machine=machine)
+        print(outcome.line(scenario), flush=True)
+        results.setdefault(name, []).append((scenario, outcome))
+        if scenario.default_run:
             with tempfile.TemporaryDirectory(prefix="tunelab-budget-") as folder:
-                outcome = run_tunelab(scenario, Path(folder))
+                outcome = run_tunelab(scenario, Path(folder), False, machine)
             print(outcome.line(scenario), flush=True)
-            results.setdefault(name, []).append((scenario, outcome))
-            if scenario.default_run:
-                with tempfile.TemporaryDirectory(prefix="tunelab-budget-") as folder:
-                    outcome = run_tunelab(scenario, Path(folder), search=False)
-                print(outcome.line(scenario), flush=True)
-                results[name].append((scenario, outcome))
-            if not args.no_baseline:
-                outcome = run_baseline(scenario)
-                print(outcome.line(scenario), flush=True)
-                results[name].append((scenario, outcome))
+            results[name].append((scenario, outcome))
+        if not args.no_baseline:
+            outcome = run_baseline(scenario)
+            print(outcome.line(scenario), flush=True)
+            results[name].append((scenario, outcome))
     print()
     for name, rows in results.items():
         ours = [o for _, o in rows if o.side == "tunelab"]

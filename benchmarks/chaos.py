@@ -1,24 +1,32 @@
-"""Chaos benchmark: one study finished by workers that keep dying, on a database and a tracking
-server that restart.
+"""Chaos benchmark: one study finished by workers that keep dying, on a database that goes away
+and a tracking server that restarts.
 
 K `tunelab worker` processes (each in its own process group, the storage URL in
 TUNELAB_STORAGE, never on a command line) share one study of a tiny CNN on `digits`, stored in
 a throwaway PostgreSQL cluster and tracked to an MLflow server, both started here on free
-127.0.0.1 ports (the system PostgreSQL is never touched). While they work, a driver SIGKILLs a
-random worker that is running a trial every `--kill-every` seconds and starts it again,
-restarts PostgreSQL once (a third of the way through) and the MLflow server once (half way).
-The same study is first run without faults (`--skip-baseline` skips it), for the wall time.
+127.0.0.1 ports (the system PostgreSQL is never touched). The workers reach the database
+through a TCP relay (tests/faults/outages.py). While they work, a driver
+- SIGKILLs a random worker that is running a trial every `--kill-every` seconds, and starts it
+  again; a restarted worker is, one time in two, given a crash point: it sends itself SIGTERM
+  right after a random storage call of its life (tests/faults/crashpoints.py), then is started
+  again;
+- cuts the relay every `--outage-every` seconds for a random 5 to 30 s (`--outage-s`): every
+  connection closed, none accepted;
+- restarts PostgreSQL once (a third of the way through) and the MLflow server once (half way).
+The same study is first run without faults (`--skip-baseline` skips it), for the wall time;
+the chaos study is run `--runs` times, each on fresh databases, its checks printed each time.
 
 At the end it reads the chaos study back through Optuna's and MLflow's own clients and prints
 what must hold: finished trials == the target, no RUNNING trial, no configuration with more
 than one FINISHED/KILLED MLflow run (one final outcome per configuration, whichever of its
 retries reached it), no MLflow run left RUNNING, no dead-trial retry beyond MAX_RETRY (the rule
-of search/study/recovery.py: a configuration whose process died MAX_RETRY + 1 times is not
+of search/scheduler/recovery.py: a configuration whose process died MAX_RETRY + 1 times is not
 retried again), then the faults done and what each cost. Exit 0 when every check holds, 1
 otherwise.
 
     .venv/bin/python benchmarks/chaos.py [--trials 30] [--workers 3] [--kill-every 8]
-        [--seed 0] [--skip-baseline] [--logs DIR]
+        [--outage-every 20] [--outage-s 5 30] [--runs 3] [--seed 0] [--skip-baseline]
+        [--logs DIR]
 """
 
 from __future__ import annotations
@@ -26,17 +34,14 @@ from __future__ import annotations
 import argparse
 import collections
 import contextlib
-import glob
 import os
 import random
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -45,139 +50,26 @@ import sqlalchemy
 from optuna.trial import TrialState
 
 from tunelab.objectives import keys
-from tunelab.search.study.recovery import INTERRUPTED, MAX_RETRY
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "faults"))
+from crashpoints import STORAGE_CALLS  # noqa: E402  (the test harness, by path)
+from outages import TcpRelay  # noqa: E402
+from servers import MlflowServer, Postgres, stop_group  # noqa: E402  (beside this file)
+
+from tunelab.objectives.runner import INTERRUPTED
+from tunelab.search.scheduler import hosts, lineage
+from tunelab.search.scheduler.recovery import DIED, MAX_RETRY
 
 TINY_NET = "params:\n  base_width: 8\n  fc_width: 32\n  convs_per_block: 1\n"
 HEARTBEAT_S, GRACE_S = 2, 6  # short, so a dead trial on another host would be found quickly
+INJECT = Path(__file__).resolve().parents[1] / "tests" / "faults" / "inject"
+"""A sitecustomize that gives a worker its crash point (TUNELAB_FAULT_POINT)."""
+CRASH_METHODS = tuple(m for m in STORAGE_CALLS if m != "running_heartbeats")
+CRASH_OCCURRENCES = 6
+"""A crash point is one of the first this many calls of its kind: a worker lives about one
+kill interval, and makes some calls (taking a trial, ending one) only a few times in it."""
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 BIN = Path(sys.executable).parent
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def stop_group(proc: subprocess.Popen, sig: int = signal.SIGTERM, wait_s: float = 20) -> None:
-    """Signal a process's whole group (its children too), then SIGKILL what outlives wait_s."""
-    if proc.poll() is None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, sig)
-        try:
-            proc.wait(wait_s)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-    # children that ignored the leader's end (none expected) go with the group
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGKILL)
-
-
-class Postgres:
-    """A throwaway cluster in `folder`: trust auth, 127.0.0.1 only, its socket in the folder."""
-
-    def __init__(self, folder: Path) -> None:
-        found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb")) or [shutil.which("initdb")]
-        if not found[-1]:
-            raise SystemExit("chaos: no initdb found (install PostgreSQL's server binaries)")
-        self.bin = Path(found[-1]).parent
-        self.folder, self.data, self.port = folder, folder / "data", free_port()
-        # initdb refuses root: run the server binaries as the postgres user, owning the folder
-        self.as_user = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
-        folder.mkdir()
-        if self.as_user:
-            shutil.chown(folder, "postgres")
-        self._run("initdb", "-D", self.data, "-U", "postgres", "--auth=trust", "--no-sync")
-        self.start()
-
-    def _run(self, tool: str, *args) -> None:
-        command = [*self.as_user, str(self.bin / tool), *map(str, args)]
-        subprocess.run(command, check=True, capture_output=True, cwd=self.folder)
-
-    def _ctl(self, action: str, *args) -> None:
-        options = f"-p {self.port} -k {self.folder} -c listen_addresses=127.0.0.1"
-        log = self.folder / "server.log"
-        self._run("pg_ctl", action, "-D", self.data, "-l", log, "-w", "-o", options, *args)
-
-    def start(self) -> None:
-        self._ctl("start")
-
-    def restart(self) -> None:
-        # fast: every open connection is cut, as a crash or a failover would cut it
-        self._ctl("restart", "-m", "fast")
-
-    def stop(self) -> None:
-        with contextlib.suppress(subprocess.CalledProcessError):
-            self._run("pg_ctl", "stop", "-D", self.data, "-m", "immediate", "-w")
-
-    def url(self, database: str) -> str:
-        return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/{database}"
-
-    def create_database(self, name: str) -> str:
-        engine = sqlalchemy.create_engine(self.url("postgres"), isolation_level="AUTOCOMMIT")
-        with engine.connect() as connection:
-            connection.execute(sqlalchemy.text(f'CREATE DATABASE "{name}"'))
-        engine.dispose()
-        return self.url(name)
-
-
-class MlflowServer:
-    """`mlflow server --serve-artifacts` on a SQLite store in `folder`, on one fixed port so a
-    restarted server is the same URI to the workers."""
-
-    def __init__(self, folder: Path) -> None:
-        self.folder, self.port = folder, free_port()
-        folder.mkdir()
-        self.uri = f"http://127.0.0.1:{self.port}"
-        self.proc: subprocess.Popen | None = None
-        self.start()
-        self.wait_ready()
-
-    def start(self) -> None:
-        command = [
-            str(BIN / "mlflow"),
-            "server",
-            "--backend-store-uri",
-            f"sqlite:///{self.folder / 'mlflow.db'}",
-            "--serve-artifacts",
-            "--artifacts-destination",
-            str(self.folder / "artifacts"),
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(self.port),
-            "--workers",
-            "1",  # two cores: one server process is enough for three workers
-        ]
-        with open(self.folder / "server.log", "ab") as log:
-            self.proc = subprocess.Popen(
-                command,
-                cwd=self.folder,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-                env={**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"},
-            )
-
-    def ready(self) -> bool:
-        try:
-            with urllib.request.urlopen(f"{self.uri}/health", timeout=2) as answer:
-                return answer.status == 200
-        except OSError:
-            return False
-
-    def wait_ready(self, timeout_s: float = 180) -> None:
-        end = time.monotonic() + timeout_s
-        while not self.ready():
-            if self.proc.poll() is not None or time.monotonic() > end:
-                raise SystemExit(f"chaos: the MLflow server did not start (see {self.folder})")
-            time.sleep(0.5)
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            stop_group(self.proc, wait_s=10)
 
 
 @dataclass
@@ -199,33 +91,44 @@ class Outcome:
     wall_s: float
     faults: list[Fault] = field(default_factory=list)
     worker_errors: list[str] = field(default_factory=list)  # exits that were not ours or 0
+    signalled: list[str] = field(default_factory=list)  # workers stopped by their crash point
     timed_out: bool = False
 
 
 class Workers:
     """K `tunelab worker` processes on one study, each in its own process group."""
 
-    def __init__(self, study: str, count: int, env: dict, folder: Path) -> None:
-        self.study, self.env, self.folder = study, env, folder
+    def __init__(self, study: str, count: int, env: dict, folder: Path, rng: random.Random) -> None:
+        self.study, self.env, self.folder, self.rng = study, env, folder, rng
         self.procs: list[subprocess.Popen | None] = [None] * count
         self.done = [False] * count  # exited 0: the study reached its target
         self.starts = [0] * count
+        self.points: list[str | None] = [None] * count  # the crash point of each slot's worker
         for slot in range(count):
             self.start(slot)
 
     def log(self, slot: int) -> Path:
         return self.folder / f"{self.study}-worker{slot}.log"
 
-    def start(self, slot: int) -> None:
+    def start(self, slot: int, crash: bool = False) -> None:
+        """Start the slot's worker; with `crash`, it SIGTERMs itself after a random storage
+        call (one of its first CRASH_OCCURRENCES of that kind)."""
         self.starts[slot] += 1
         command = [str(BIN / "tunelab"), "worker", self.study, "--quiet", "--threads", "1"]
+        env = dict(self.env)
+        self.points[slot] = None
+        if crash:
+            method = self.rng.choice(CRASH_METHODS)
+            point = f"{method}:{self.rng.randint(1, CRASH_OCCURRENCES)}:{int(signal.SIGTERM)}"
+            env.update(TUNELAB_FAULT_POINT=point, PYTHONPATH=str(INJECT))
+            self.points[slot] = point
         with open(self.log(slot), "ab") as log:
-            log.write(f"\n=== start {self.starts[slot]} ===\n".encode())
+            log.write(f"\n=== start {self.starts[slot]} {self.points[slot] or ''} ===\n".encode())
             log.flush()
             self.procs[slot] = subprocess.Popen(
                 command,
                 cwd=self.folder,
-                env=self.env,
+                env=env,
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
@@ -237,20 +140,24 @@ class Workers:
             os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
 
-    def reap(self) -> list[str]:
-        """Note the workers that exited on their own: 0 is done; anything else is restarted and
-        returned (a worker should never die of a fault it can wait out)."""
-        errors = []
+    def reap(self) -> tuple[list[str], list[str]]:
+        """Note the workers that exited on their own: 0 is done; the others are restarted.
+        Returns (their errors: a worker should never die of a fault it can wait out, the crash
+        points that signalled their worker)."""
+        errors, signalled = [], []
         for slot, proc in enumerate(self.procs):
             if self.done[slot] or proc.poll() is None:
                 continue
             if proc.returncode == 0:
                 self.done[slot] = True
                 continue
-            tail = self.log(slot).read_text(errors="replace").strip().splitlines()[-1:]
-            errors.append(f"worker {slot} exited {proc.returncode}: {' '.join(tail)[:300]}")
+            if proc.returncode == 143 and self.points[slot]:
+                signalled.append(f"worker {slot}: SIGTERM after {self.points[slot]}")
+            else:
+                tail = self.log(slot).read_text(errors="replace").strip().splitlines()[-1:]
+                errors.append(f"worker {slot} exited {proc.returncode}: {' '.join(tail)[:300]}")
             self.start(slot)
-        return errors
+        return errors, signalled
 
     def live(self) -> dict[int, int]:
         """pid -> slot of the workers still running."""
@@ -269,19 +176,16 @@ class Workers:
                 stop_group(proc, signal.SIGKILL)
 
 
-def owner_pid(trial: optuna.trial.FrozenTrial) -> int | None:
-    """The pid in a trial's owner, `host[pidns]:pid:start`."""
-    owner = trial.user_attrs.get(keys.OWNER)
-    if not owner:
-        return None
-    pid = owner.rsplit(":", 2)[-2]
-    return int(pid) if pid.isdigit() else None
+def trial_owner_pid(trial: optuna.trial.FrozenTrial) -> int | None:
+    """The pid of the worker process that owns a trial (None: no owner)."""
+    owner = lineage.owner(trial)
+    return hosts.owner_pid(owner) if owner else None
 
 
 def trained_here(trial: optuna.trial.FrozenTrial, by_number: dict) -> bool:
     """Whether a running trial reported a step beyond those it inherited from the trial it
     retries (a retry carries that trial's curve)."""
-    source = by_number.get(trial.user_attrs.get(keys.RETRY_OF))
+    source = by_number.get(lineage.retry_of(trial))
     inherited = max(source.intermediate_values, default=-1) if source is not None else -1
     return max(trial.intermediate_values, default=-1) > inherited
 
@@ -294,10 +198,13 @@ def run_study(
     mlflow: MlflowServer,
     folder: Path,
     chaos: bool,
+    seed: int,
 ) -> Outcome:
+    relay = TcpRelay(("127.0.0.1", pg.port))  # the workers' way to the database
+    through = relay.url(storage_url.rsplit("/", 1)[1])
     env = {
         **os.environ,
-        "TUNELAB_STORAGE": storage_url,
+        "TUNELAB_STORAGE": through,
         "MLFLOW_DISABLE_TELEMETRY": "true",
         "OMP_NUM_THREADS": "1",  # K workers on few cores: one thread each, as --threads 1
     }
@@ -317,7 +224,7 @@ def run_study(
         "--epochs",
         str(args.epochs),
         "--seed",
-        str(args.seed),
+        str(seed),
         "--heartbeat-interval",
         str(HEARTBEAT_S),
         "--grace-period",
@@ -336,11 +243,13 @@ def run_study(
     # the driver's own view of the study; pre-ping: its connections die with the restart too
     storage = optuna.storages.RDBStorage(storage_url, engine_kwargs={"pool_pre_ping": True})
     study_id = storage.get_study_id_from_name(name)
-    rng = random.Random(args.seed)
+    rng = random.Random(seed)
     outcome = Outcome(study=name, wall_s=0.0)
     begin = time.monotonic()
-    workers = Workers(name, args.workers, env, folder)
+    workers = Workers(name, args.workers, env, folder, rng)
     next_kill = begin + args.kill_every
+    next_outage = begin + args.outage_every
+    outage_ends: float | None = None
     pg_done = mlflow_done = False
     mlflow_down_since: float | None = None
     try:
@@ -349,7 +258,12 @@ def run_study(
             if now - begin > args.timeout:
                 outcome.timed_out = True
                 break
-            outcome.worker_errors += [f"{now - begin:6.1f} s {e}" for e in workers.reap()]
+            errors, signalled = workers.reap()
+            outcome.worker_errors += [f"{now - begin:6.1f} s {e}" for e in errors]
+            outcome.signalled += [f"{now - begin:6.1f} s {e}" for e in signalled]
+            if outage_ends is not None and now >= outage_ends:
+                relay.restore()
+                outage_ends = None
             if mlflow_down_since is not None and mlflow.ready():
                 outcome.faults[-1].down_s = now - mlflow_down_since
                 mlflow_down_since = None
@@ -372,17 +286,25 @@ def run_study(
                     (live[pid], t.number)
                     for t in trials
                     if t.state == TrialState.RUNNING
-                    and (pid := owner_pid(t)) in live
+                    and (pid := trial_owner_pid(t)) in live
                     and trained_here(t, by_number)
                 ]
                 if victims:
                     slot, number = rng.choice(victims)
                     workers.kill(slot)
-                    workers.start(slot)
+                    workers.start(slot, crash=rng.random() < 0.5)
                     outcome.faults.append(
                         Fault("SIGKILL worker", now - begin, f"worker {slot}", trial=number)
                     )
                     next_kill = now + args.kill_every
+            if outage_ends is None and now >= next_outage:
+                seconds = rng.uniform(*args.outage_s)
+                relay.cut()
+                outage_ends = now + seconds
+                outcome.faults.append(
+                    Fault("database outage", now - begin, "relay cut", down_s=seconds)
+                )
+                next_outage = outage_ends + args.outage_every
             if not pg_done and finished >= args.trials // 3:
                 pg_done = True
                 t0 = time.monotonic()
@@ -400,10 +322,13 @@ def run_study(
                     Fault("restart MLflow server", mlflow_down_since - begin, "SIGTERM, start")
                 )
             time.sleep(0.5)
-        outcome.worker_errors += [f"{time.monotonic() - begin:6.1f} s {e}" for e in workers.reap()]
+        errors, signalled = workers.reap()
+        outcome.worker_errors += [f"{time.monotonic() - begin:6.1f} s {e}" for e in errors]
+        outcome.signalled += [f"{time.monotonic() - begin:6.1f} s {e}" for e in signalled]
     finally:
         outcome.wall_s = time.monotonic() - begin
         workers.stop()
+        relay.close()
         storage.engine.dispose()
         if mlflow_down_since is not None:  # the study ended before the server answered
             mlflow.wait_ready()
@@ -412,11 +337,11 @@ def run_study(
 
 def chain_roots(trials: list[optuna.trial.FrozenTrial]) -> dict[int, int]:
     """trial number -> its configuration's first trial, following the retry and continuation
-    links that are written when a retry is queued (RETRY_OF, RESUME_OF), so a retry killed
+    links that are written when a retry is queued (lineage.source), so a retry killed
     before it started training still belongs to its chain."""
     parent = {}
     for t in trials:
-        link = t.user_attrs.get(keys.RETRY_OF, t.user_attrs.get(keys.RESUME_OF))
+        link = lineage.source(t)
         if link is not None and int(link) != t.number:
             parent[t.number] = int(link)
     roots = {}
@@ -459,11 +384,11 @@ def verify(storage_url: str, tracking_uri: str, name: str, target: int) -> dict[
 
     def died(t: optuna.trial.FrozenTrial) -> bool:  # recovery.py's count of deaths
         reason = keys.trial_attr(t, keys.FAIL_REASON)
-        return t.state == TrialState.FAIL and reason in (None, "died")
+        return t.state == TrialState.FAIL and (reason or "").startswith(DIED)
 
     death_retries = collections.Counter()  # chain root -> retries queued for its dead trials
     for t in trials:
-        source = t.user_attrs.get(keys.RETRY_OF)
+        source = lineage.retry_of(t)
         if source is not None and int(source) in by_number and died(by_number[int(source)]):
             death_retries[roots[t.number]] += 1
     mismatched = 0  # a trial whose run's status says another end than Optuna's state
@@ -474,7 +399,7 @@ def verify(storage_url: str, tracking_uri: str, name: str, target: int) -> dict[
         if run_id and run_id in statuses and t.state in (*expected, TrialState.FAIL):
             mismatched += statuses[run_id] != expected.get(t.state, "FAILED")
     recorded_chain = sum(
-        int(t.user_attrs.get(keys.ORIGINAL_TRIAL, t.number)) != roots[t.number]
+        lineage.root(t) != roots[t.number]
         for t in trials
         if t.state != TrialState.WAITING  # a queued retry gets its original when it starts
     )
@@ -506,9 +431,7 @@ def what_kills_cost(storage_url: str, name: str, faults: list[Fault]) -> list[st
     """For each killed trial: the retry that took it over and the step it resumed at."""
     study = optuna.load_study(study_name=name, storage=storage_url)
     trials = study.get_trials(deepcopy=False)
-    retry_of = {
-        int(t.user_attrs[keys.RETRY_OF]): t for t in trials if keys.RETRY_OF in t.user_attrs
-    }
+    retry_of = {lineage.retry_of(t): t for t in trials if lineage.retry_of(t) is not None}
     lines = []
     for fault in faults:
         if fault.trial is None:
@@ -520,19 +443,71 @@ def what_kills_cost(storage_url: str, name: str, faults: list[Fault]) -> list[st
         if retry is None:
             fate = f"trial {fault.trial} ended {killed.state.name}, no retry"
         else:
-            step = retry.user_attrs.get(keys.RESUMED_AT_STEP)
-            resumed = "from scratch" if step is None else f"resumed at step {step}"
+            step = lineage.resumed_at(retry)
+            resumed = "from scratch" if not step else f"resumed at step {step}"
             fate = f"trial {fault.trial} -> retry {retry.number} ({resumed}, {retry.state.name})"
         lines.append(f"{fault.at_s:7.1f} s  {fault.kind} ({fault.detail}): {fate}")
     return lines
 
 
+def report(args: argparse.Namespace, label: str, outcome: Outcome, checks: dict, cost) -> bool:
+    """Print one chaos study's checks, faults and costs; True when every check holds."""
+    kills = sum(f.kind == "SIGKILL worker" for f in outcome.faults)
+    outages = [f for f in outcome.faults if f.kind == "database outage"]
+    restarts = [f.kind for f in outcome.faults if f.trial is None and f not in outages]
+    print(f"\n== {label}: {outcome.wall_s:.1f} s ==")
+    print(f"{'check':52s} {'value':>6s} {'wanted':>6s}")
+    failed = outcome.timed_out
+    for check, value in checks.items():
+        if check.startswith("_"):
+            continue
+        wanted = args.trials if check == "finished trials" else 0
+        failed |= value != wanted
+        print(f"{check:52s} {value:6d} {wanted:6d}{'' if value == wanted else '  <- FAIL'}")
+    down = ", ".join(f"{f.down_s:.0f}" for f in outages) or "none"
+    print(
+        f"faults: {kills} worker kills (every {args.kill_every:g} s, restarted at once), "
+        f"{len(outcome.signalled)} workers SIGTERMed at a storage call, "
+        f"{len(outages)} database outages (s: {down}), {', '.join(restarts) or 'no restart'}"
+    )
+    for line in cost:
+        print(f"  {line}")
+    for line in outcome.signalled:
+        print(f"  {line}")
+    print("informational:")
+    for check, value in checks.items():
+        if check == "_states":
+            print(f"  trial states: {dict(sorted(value.items()))}")
+        elif check.startswith("_"):
+            print(f"  {check[1:]}: {value}")
+    print(
+        f"  worker exits other than 0, our SIGKILL or a crash point's SIGTERM: "
+        f"{len(outcome.worker_errors)}"
+    )
+    for line in outcome.worker_errors:
+        print(f"    {line}")
+    if outcome.timed_out:
+        print(f"  TIMED OUT after {args.timeout:g} s")
+    missing = {"restart PostgreSQL", "restart MLflow server"} - set(restarts)
+    if not kills:  # a study no kill reached tested no recovery
+        missing.add("SIGKILL worker")
+    if missing:
+        print(f"faults not tried (the study ended first): {', '.join(sorted(missing))}")
+        failed = True
+    return not failed
+
+
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--trials", type=int, default=30)
     parser.add_argument("--workers", type=int, default=3)
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--kill-every", type=float, default=8.0, help="seconds between kills")
+    parser.add_argument("--outage-every", type=float, default=20.0, help="seconds between outages")
+    parser.add_argument(
+        "--outage-s", type=float, nargs=2, default=(5.0, 30.0), help="an outage's shortest, longest"
+    )
+    parser.add_argument("--runs", type=int, default=3, help="chaos studies, one after the other")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--skip-baseline", action="store_true", help="no fault-free run")
     parser.add_argument("--timeout", type=float, default=1800, help="per study, seconds")
@@ -546,28 +521,33 @@ def main() -> int:
     tmp = Path(tempfile.mkdtemp(prefix="tunelab-chaos-"))
     tmp.chmod(0o711)  # the postgres user must reach its own folder inside
     pg = mlflow = None
-    outcomes: dict[str, Outcome] = {}
+    held = []
+    base_s = None
     try:
         pg = Postgres(tmp / "pg")
         mlflow = MlflowServer(tmp / "mlflow")
         work = tmp / "work"
         work.mkdir()
         (work / "tiny.yaml").write_text(TINY_NET)
-        runs = [("baseline", False)] * (not args.skip_baseline) + [("chaos", True)]
-        for label, faulty in runs:
-            url = pg.create_database(f"optuna_{label}")
-            name = f"chaos-{label}"
-            print(f"running the {label} study ...", flush=True)
-            outcomes[label] = run_study(args, name, url, pg, mlflow, work, faulty)
-            print(f"  {outcomes[label].wall_s:.1f} s", flush=True)
-        chaos_url = pg.url("optuna_chaos")
-        checks = verify(chaos_url, mlflow.uri, "chaos-chaos", args.trials)
-        cost = what_kills_cost(chaos_url, "chaos-chaos", outcomes["chaos"].faults)
-        base = (
-            None
-            if args.skip_baseline
-            else verify(pg.url("optuna_baseline"), mlflow.uri, "chaos-baseline", args.trials)
-        )
+        if not args.skip_baseline:
+            url = pg.create_database("optuna_baseline")
+            print("running the fault-free study ...", flush=True)
+            base = run_study(args, "chaos-baseline", url, pg, mlflow, work, False, args.seed)
+            base_s = base.wall_s
+            print(f"  {base_s:.1f} s", flush=True)
+        for run in range(args.runs):
+            url = pg.create_database(f"optuna_chaos_{run}")
+            name = f"chaos-{run}"
+            print(f"running chaos study {run + 1} of {args.runs} ...", flush=True)
+            outcome = run_study(args, name, url, pg, mlflow, work, True, args.seed + run)
+            checks = verify(url, mlflow.uri, name, args.trials)
+            cost = what_kills_cost(url, name, outcome.faults)
+            held.append(report(args, f"chaos study {run + 1}", outcome, checks, cost))
+            if base_s:
+                print(
+                    f"wall {outcome.wall_s:.1f} s against {base_s:.1f} s fault-free "
+                    f"({outcome.wall_s / base_s:.2f}x)"
+                )
     finally:
         if args.logs is not None:
             args.logs.mkdir(parents=True, exist_ok=True)
@@ -584,52 +564,12 @@ def main() -> int:
         if pg is not None:
             pg.stop()
         shutil.rmtree(tmp, ignore_errors=True)
-
-    chaos = outcomes["chaos"]
-    kills = sum(f.kind == "SIGKILL worker" for f in chaos.faults)
-    restarts = [f.kind for f in chaos.faults if f.trial is None]
     print(
-        f"\n{args.workers} workers, {args.trials} trials of a tiny CNN on digits, "
-        f"{args.epochs} epochs, PostgreSQL + MLflow server, seed {args.seed}"
+        f"\n{args.workers} workers, {args.trials} trials of a tiny CNN on digits, {args.epochs} "
+        f"epochs, PostgreSQL through a relay + MLflow server, seeds {args.seed}.."
+        f"{args.seed + args.runs - 1}: every check held in {sum(held)} of {args.runs} runs"
     )
-    print(f"{'check':52s} {'value':>6s} {'wanted':>6s}")
-    failed = chaos.timed_out
-    for check, value in checks.items():
-        if check.startswith("_"):
-            continue
-        wanted = args.trials if check == "finished trials" else 0
-        failed |= value != wanted
-        print(f"{check:52s} {value:6d} {wanted:6d}{'' if value == wanted else '  <- FAIL'}")
-    print(
-        f"\nfaults: {kills} worker kills (every {args.kill_every:g} s, restarted at once), "
-        f"{', '.join(restarts) or 'no server restart'}"
-    )
-    for line in cost:
-        print(f"  {line}")
-    print("\nchaos study, informational:")
-    for check, value in checks.items():
-        if check == "_states":
-            print(f"  trial states: {dict(sorted(value.items()))}")
-        elif check.startswith("_"):
-            print(f"  {check[1:]}: {value}")
-    print(f"  worker exits other than 0 or our SIGKILL: {len(chaos.worker_errors)}")
-    for line in chaos.worker_errors:
-        print(f"    {line}")
-    if chaos.timed_out:
-        print(f"  TIMED OUT after {args.timeout:g} s")
-    print("\nwall time (worker start to last worker exit, same machine, same invocation):")
-    if "baseline" in outcomes:
-        base_s = outcomes["baseline"].wall_s
-        print(f"  fault-free  {base_s:7.1f} s  ({base['finished trials']} finished)")
-        print(f"  chaos       {chaos.wall_s:7.1f} s  ({chaos.wall_s / base_s:.2f}x)")
-    else:
-        print(f"  chaos       {chaos.wall_s:7.1f} s  (no baseline: --skip-baseline)")
-    missing = {"restart PostgreSQL", "restart MLflow server"} - set(restarts)
-    if missing:
-        print(f"faults not tried (the study ended first): {', '.join(sorted(missing))}")
-        failed = True
-    print("FAIL" if failed else "OK: every check holds")
-    return 1 if failed else 0
+    return 0 if all(held) and len(held) == args.runs else 1
 
 
 if __name__ == "__main__":

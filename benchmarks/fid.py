@@ -11,7 +11,8 @@ Inception to classifier cost per sample.
 
     .venv/bin/python benchmarks/fid.py [--dataset mnist5k] [--sizes 2000 10000]
         [--inception-n 64] [--weights PATH] [--cache-dir DIR]
-    # PATH: $TUNELAB_INCEPTION_WEIGHTS, else ../shared/data/inception/ where it exists
+    # PATH: $TUNELAB_INCEPTION_WEIGHTS, else inception/ under $TUNELAB_SHARED_DATA (default
+    # ../shared/data) where it exists; without weights only the fd_classifier side runs
 """
 
 from __future__ import annotations
@@ -37,9 +38,10 @@ from tunelab.objectives.fid import (
 )
 from tunelab.objectives.gan import KID_SUBSETS, GANHParams
 
-SHARED_WEIGHTS = (
-    Path(__file__).resolve().parents[2] / "shared/data/inception/inception-v3-fid-2015-12-05.pth"
+SHARED = Path(
+    os.environ.get("TUNELAB_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared/data")
 )
+SHARED_WEIGHTS = SHARED / "inception" / "inception-v3-fid-2015-12-05.pth"
 
 
 def timed(fn):

@@ -1,12 +1,13 @@
 """Multi-objective search with and without pruning: the same time budget, side by side.
 
 Both runs are the real `tunelab run cnn --dataset mnist5k --objectives val_accuracy,params
---timeout T` in a fresh folder (SQLite, MLflow, checkpoints, `--workers auto`), one after the
-other, the same seed; one prunes with tunelab's Pareto successive halving (`--pruner auto`),
-the other trains every trial to its end (`--pruner none`). Read back through Optuna, each
-prints: trials, how many were pruned, the epochs trained against a search without pruning,
-the front's size (its trials, and its distinct points: two trials of one architecture at the
-same accuracy are one point), the span of its parameter counts, and its hypervolume.
+--timeout T` (`--dataset` chooses another data set: digits for a smoke run) in a fresh folder
+(SQLite, MLflow, checkpoints, `--workers auto` unless `--workers` / `--threads`), one after
+the other, the same seed; one prunes with tunelab's Pareto successive halving (`--pruner
+auto`), the other trains every trial to its end (`--pruner none`). Read back through Optuna,
+each prints: trials, how many were pruned, the epochs trained against a search without
+pruning, the front's size (its trials, and its distinct points: two trials of one architecture
+at the same accuracy are one point), the span of its parameter counts, and its hypervolume.
 
 Hypervolume: in (val_accuracy, log10 params), against the reference point
 val_accuracy = 0.90, params = 1,000,000 (10**6): the area a front dominates inside
@@ -18,6 +19,7 @@ its hypervolume is >= 95% of the unpruned search's, and >= 40% of its trials are
 Run it on a quiet machine (it takes 2 x SECONDS plus start-up):
 
     .venv/bin/python benchmarks/pareto.py [--seconds 300] [--seed 0] [--keep DIR]
+        [--dataset mnist5k] [--workers N] [--threads N]
 """
 
 from __future__ import annotations
@@ -85,15 +87,23 @@ class Outcome:
         )
 
 
-def run(pruner: str, seconds: float, seed: int, workdir: Path) -> Outcome:
+def run(
+    pruner: str,
+    seconds: float,
+    seed: int,
+    workdir: Path,
+    dataset: str = "mnist5k",
+    machine: tuple[str, ...] = (),
+) -> Outcome:
+    """One search; `machine`: its `--workers` / `--threads` flags (none: tunelab's own)."""
     storage = f"sqlite:///{workdir / 'studies.db'}"
     args = [
         str(TUNELAB),
         "run",
         "cnn",
-        *("--dataset", "mnist5k", "--study-name", STUDY, "--seed", str(seed)),
+        *("--dataset", dataset, "--study-name", STUDY, "--seed", str(seed)),
         *("--objectives", "val_accuracy,params", "--pruner", pruner),
-        *("--timeout", str(seconds), "--storage", storage, "--quiet"),
+        *("--timeout", str(seconds), *machine, "--storage", storage, "--quiet"),
         *("--tracking-uri", f"sqlite:///{workdir / 'mlruns' / 'mlflow.db'}"),
     ]
     started = time.time()
@@ -114,17 +124,27 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=300, help="time budget of each search")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--dataset", default="mnist5k", help="data set of both searches")
+    parser.add_argument("--workers", help="tunelab's --workers [auto]")
+    parser.add_argument("--threads", help="tunelab's --threads [auto]")
     parser.add_argument(
         "--keep", type=Path, help="keep each search's folder (studies, MLflow) under this one"
     )
     args = parser.parse_args()
+    machine = tuple(
+        part
+        for flag in ("workers", "threads")
+        if getattr(args, flag)
+        for part in (f"--{flag}", getattr(args, flag))
+    )
     outcomes = []
     for pruner in ("auto", "none"):
         with tempfile.TemporaryDirectory(prefix=f"tunelab-pareto-{pruner}-") as tmp:
             workdir = Path(tmp) if args.keep is None else args.keep / pruner
             workdir.mkdir(parents=True, exist_ok=True)
-            outcomes.append(run(pruner, args.seconds, args.seed, workdir))
-            print(outcomes[-1].line(), flush=True)
+            outcome = run(pruner, args.seconds, args.seed, workdir, args.dataset, machine)
+            outcomes.append(outcome)
+            print(outcome.line(), flush=True)
     pruned, full = outcomes
     for outcome in outcomes:
         points = ", ".join(f"{a:.4f}@{p:,.0f}" for _, a, p in outcome.front)

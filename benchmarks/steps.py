@@ -2,8 +2,9 @@
 
 Times the trial loop's own steps (`TrialTraining.steps`: batched augmentation, autocast,
 forward, backward, optimizer, schedule, running means) for the task's default configuration
-on full MNIST, on one device, in variants side by side, then profiles the plain step with
-torch.profiler: the busiest operators and how many kernels one step launches. On a GPU a
+on full MNIST (`--dataset`: another, e.g. digits for a smoke run), on one device, in
+variants side by side, then profiles the plain step with torch.profiler (50 steps): the
+busiest operators and how many kernels one step launches. On a GPU a
 small CNN is bound by the launches, not the arithmetic: what shortens a step there is fewer
 launches per image (larger batches, or the whole step replayed as one CUDA graph, which the
 loop does there: `objectives/graphs.py`), not fewer FLOPs. On a GPU the first line is the loop
@@ -13,6 +14,7 @@ rung scoring, checkpoints and tracking not included) and the validation accuracy
 timed steps (each variant still trains). The profile is of eager steps.
 
     .venv/bin/python benchmarks/steps.py [--device cuda] [--steps 300] [--compile]
+        [--dataset mnist]
 """
 
 from __future__ import annotations

@@ -3,9 +3,18 @@
 A task has a name, a metric, a direction and five steps: `suggest` (search space ->
 hyperparameter dataclass), `build` (modules and optimizers for a trial budget), `train_step`
 (one optimizer step on one batch), `evaluate` (score a split) and `finalize` (final metrics and
-artifacts of the best weights). The loop in `runner.py` drives them: it owns the batches, the
-rungs, logging, reporting to Optuna, pruning, early stopping and checkpoints; a task never
-loops over data or decides to stop.
+artifacts of the best weights). The loop in `runner.py` (over `training.py`) drives them: it
+owns the batches, the rungs, logging, early stopping and checkpoints, and asks the scheduler
+at each rung whether to go on; a task never loops over data or decides to stop.
+
+Three ways in, from the least code to the most control:
+
+- a training loop of one's own, kept as it is: a function decorated with `@tunelab.objective`
+  that suggests, resumes and reports through its `tunelab.TrialHandle` (`functional.py`);
+- a classifier: subclass `tunelab.ClassifierTask` with a model function and a search space;
+  the training step, evaluation, final metrics and registered model come with it
+  (`classifier.py`);
+- anything else: subclass `Task` below.
 
 This is tunelab's public, versioned contract for tasks of one's own (`tunelab.Task`): a task
 outside the package is named `package.module:Class` on the command line, or registered by its
@@ -218,6 +227,12 @@ class Task(abc.ABC):
     @abc.abstractmethod
     def finalize(self, parts: Parts, hp: Any, data: DataBundle) -> Finalization:
         """Final metrics and artifacts of a complete trial (best weights loaded)."""
+
+    def release(self, parts: Parts) -> None:
+        """The trial's training is over, however it ended (complete, stopped, failed): let go
+        of what `build` holds besides the modules (a function-style objective stops its
+        function's thread here). Nothing by default."""
+        return None
 
     def serving_model(self, parts: Parts, data: DataBundle, seed: int) -> ServingModel:
         """The module worth registering from a trained trial, with an input example.

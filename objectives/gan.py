@@ -53,8 +53,8 @@ from tunelab.objectives.fid import (
 )
 from tunelab.objectives.images import image_grid_png
 from tunelab.objectives.metrics import MetricInfo, module_metrics
-from tunelab.objectives.runner import Diverged
 from tunelab.objectives.space import Bounds, Param, SearchSpace, above, fraction, space_from
+from tunelab.objectives.training import Diverged
 
 LOSSES = ("ns", "wgan-gp")
 COLLAPSE_RATIO = 0.1

@@ -9,7 +9,7 @@ tensor before each replay, the trial's generator is registered with the graph (i
 advance as in eager steps), and the learning rate lives in the optimizer's tensor, which the
 schedulers write between replays.
 
-A task opts in with `Task.graph_step` (see its contract); the loop (`runner.TrialTraining`)
+A task opts in with `Task.graph_step` (see its contract); the loop (`training.TrialTraining`)
 runs the first steps eagerly on a side stream (lazy optimizer state, cuDNN's choices), then
 captures, after any resume from a checkpoint, since capture fixes which tensors a step uses.
 """

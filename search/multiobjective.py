@@ -23,7 +23,9 @@ trials dominate it there. Consequences: a trial on the current front at its rung
 pruned; the smallest configuration so far (W empty) is never pruned, so the cheap end of the
 front is always trained out; with a single objective W is every trial and the rule is plain
 successive halving; the task's default configuration and its anchors (a size objective's
-ladder of sizes) are never pruned (the loop's rule): they are the front's reference points.
+ladder of sizes) are never pruned (the scheduler's rule): they are the front's reference points.
+The rule is the scheduler's `ParetoHalving` policy (`tunelab.search.scheduler.policies`); this
+module says what a study optimizes and how a trial's scores reach it (`StudyReports`).
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from __future__ import annotations
 import math
 import re
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,15 +43,14 @@ from optuna.trial import FrozenTrial
 from tunelab.objectives import keys
 from tunelab.objectives.base import Task
 from tunelab.objectives.metrics import MetricInfo
-from tunelab.objectives.runner import RungReports, TrialTraining
+from tunelab.objectives.session import StopKind, TrialStopped
+from tunelab.objectives.training import TrialTraining
 from tunelab.search.spec import SpecError, StudySpec
 
 MULTI_OBJECTIVE_PRUNERS = ("auto", "halving", "asha", "none")
 """--pruner values a multi-objective study accepts: Pareto successive halving, or none."""
 SINGLE_OBJECTIVE_SAMPLERS = ("cmaes",)
 """Samplers that cannot search for several objectives."""
-REDUCTION_FACTOR = 3
-"""As single-objective halving: a trial continues while in the top third of its competitors."""
 _CONSTRAINT = re.compile(r"^\s*([A-Za-z_][\w./-]*)\s*(<=|>=)\s*([-+0-9.eE_]+)\s*$")
 
 
@@ -174,16 +175,7 @@ def resolve_objectives(spec: StudySpec, task: Task) -> StudyObjectives:
     )
 
 
-# -- pruning -----------------------------------------------------------------------------------
-
-
-def _better(a: float, b: float, direction: str) -> bool:
-    return a > b if direction == "maximize" else a < b
-
-
-def root(trial: FrozenTrial) -> int:
-    """The configuration's own trial (the first of its chain of retries)."""
-    return int(trial.user_attrs.get(keys.ORIGINAL_TRIAL, trial.number))
+# -- the loop's side ---------------------------------------------------------------------------
 
 
 def rung_point(trial: FrozenTrial, step: int) -> dict[str, float] | None:
@@ -194,59 +186,6 @@ def rung_point(trial: FrozenTrial, step: int) -> dict[str, float] | None:
     return {**trial.user_attrs.get(keys.STATIC_METRICS, {}), **scores}
 
 
-@dataclass
-class ParetoHalving:
-    """Successive halving among the trials at least as good on the other objectives (see the
-    module's docstring)."""
-
-    objectives: StudyObjectives
-    min_resource: int
-    """The first decision rung's step."""
-    reduction_factor: int = REDUCTION_FACTOR
-
-    def decides_at(self, step: int) -> bool:
-        """Decision rungs: min_resource * rf**k."""
-        ratio = step / self.min_resource
-        if ratio < 1:
-            return False
-        level = round(math.log(ratio, self.reduction_factor))
-        return self.min_resource * self.reduction_factor**level == step
-
-    def prune(self, mine: Mapping[str, float], others: Sequence[Mapping[str, float]]) -> str | None:
-        """Why a trial whose objectives at a rung are `mine` stops against `others` (their
-        objectives at the same rung), or None if it continues."""
-        primary, rest = self.objectives.primary, self.objectives.metrics[1:]
-        peers = [
-            o
-            for o in others
-            if all(not _better(mine[m.name], o[m.name], m.direction) for m in rest)
-        ]
-        beaten_by = sum(
-            _better(o[primary.name], mine[primary.name], primary.direction) for o in peers
-        )
-        allowed = max(1, (len(peers) + 1) // self.reduction_factor)
-        if beaten_by < allowed:
-            return None
-        return (
-            f"dominated by {beaten_by} of the {len(peers)} trials at least as good on "
-            f"{', '.join(m.name for m in rest)} ({primary.name} {mine[primary.name]:.5g})"
-        )
-
-    def decide(self, study: optuna.Study, me: int, step: int, mine: Mapping[str, float]):
-        """`prune` against every other configuration that reached `step` (each counted once)."""
-        others: dict[int, dict[str, float]] = {}
-        for trial in study.get_trials(deepcopy=False):
-            if root(trial) == me:
-                continue
-            point = rung_point(trial, step)
-            if point is not None and all(n in point for n in self.objectives.names):
-                others[root(trial)] = point
-        return self.prune(mine, list(others.values()))
-
-
-# -- the loop's side ---------------------------------------------------------------------------
-
-
 def set_constraint(trial: optuna.trial.BaseTrial, constraint: Constraint, value: float) -> None:
     """Record a constraint value (Optuna keeps the first: a retry carries its source's)."""
     with warnings.catch_warnings():
@@ -254,20 +193,28 @@ def set_constraint(trial: optuna.trial.BaseTrial, constraint: Constraint, value:
         trial.set_constraint(constraint.text, value)
 
 
-class ParetoReports(RungReports):
-    """The trial loop's reports in a multi-objective or constrained study: static metrics and
-    constraints before training, the objectives at every rung (as a trial user attribute),
-    Pareto successive halving, and the objectives' values at the end."""
+class StudyReports:
+    """How a trial's scores reach its study: with one objective, Optuna's `trial.report` of
+    the metric; with several or with constraints, also the static metrics and constraints
+    before training, the objectives at every rung (a trial user attribute: Optuna keeps
+    intermediate values for one objective only), and the objectives' values at the end."""
 
-    def __init__(self, objectives: StudyObjectives, halving: ParetoHalving | None) -> None:
+    def __init__(self, metric: str, objectives: StudyObjectives | None = None) -> None:
+        self.metric = metric
+        """The primary objective (the task's metric)."""
         self.objectives = objectives
-        self.halving = halving
-        """None: no pruning (--pruner none)."""
         self._static: dict[int, dict[str, float]] = {}
         self._rungs: dict[int, dict[str, dict[str, float]]] = {}
 
+    @property
+    def multi(self) -> bool:
+        return self.objectives is not None and self.objectives.multi
+
     def start(self, trial, training: TrialTraining, recorder) -> None:
-        if not self.objectives.needs_static:
+        """Before training: measure the built model's static metrics where the study uses
+        them; raise TrialStopped (infeasible) when it breaks a constraint on them."""
+        objectives = self.objectives
+        if objectives is None or not objectives.needs_static:
             return
         static = {
             k: float(v)
@@ -277,7 +224,7 @@ class ParetoReports(RungReports):
         trial.set_user_attr(keys.STATIC_METRICS, static)
         recorder.log_metrics(static, step=0)
         broken = []
-        for c in self.objectives.constraints:
+        for c in objectives.constraints:
             if c.metric in static:
                 violation = c.violation(static[c.metric])
                 set_constraint(trial, c, violation)
@@ -286,40 +233,34 @@ class ParetoReports(RungReports):
         if broken:
             reason = "infeasible before training: breaks " + "; ".join(broken)
             trial.set_user_attr(keys.INFEASIBLE, [b.split(" ")[0] for b in broken])
-            trial.set_user_attr(keys.FAIL_REASON, reason)
-            recorder.set_tags({keys.FAIL_REASON: reason})
-            raise optuna.TrialPruned(reason)
+            raise TrialStopped(StopKind.INFEASIBLE, reason)
 
-    def report(self, trial, step: int, scores: dict[str, float]) -> None:
-        if not self.objectives.multi:
-            super().report(trial, step, scores)
-            return
+    def report(self, trial, step: int, scores: Mapping[str, float]) -> dict[str, float]:
+        """Report the rung's scores; returns the trial's objectives there (static included)."""
+        if not self.multi:
+            trial.report(float(scores[self.metric]), step)
+            return {self.metric: float(scores[self.metric])}
+        assert self.objectives is not None
         rungs = self._rungs.setdefault(
             trial.number, dict(trial.user_attrs.get(keys.RUNG_SCORES, {}))
         )
         rungs[str(step)] = {n: float(scores[n]) for n in self.objectives.names if n in scores}
         trial.set_user_attr(keys.RUNG_SCORES, rungs)
+        static = self._static.get(trial.number, trial.user_attrs.get(keys.STATIC_METRICS, {}))
+        return {**static, **rungs[str(step)]}
 
-    def should_prune(self, trial, step: int) -> bool:
-        if not self.objectives.multi:
-            return super().should_prune(trial, step)
-        if self.halving is None or not self.halving.decides_at(step):
-            return False
-        mine = {
-            **self._static.get(trial.number, trial.user_attrs.get(keys.STATIC_METRICS, {})),
-            **self._rungs[trial.number][str(step)],
-        }
-        me = int(trial.user_attrs.get(keys.ORIGINAL_TRIAL, trial.number))
-        return self.halving.decide(trial.study, me, step, mine) is not None
-
-    def result(self, trial, value: float, scores: dict[str, float], recorder):
+    def result(self, trial, value: float, scores: Mapping[str, float], recorder):
+        """What the trial returns to the study: its value, or its objectives' values; the
+        constraints on what training measured are recorded."""
         static = self._static.pop(trial.number, trial.user_attrs.get(keys.STATIC_METRICS, {}))
         self._rungs.pop(trial.number, None)
+        if self.objectives is None:
+            return value
         known = {**scores, **static}
         for c in self.objectives.constraints:
             if c.metric not in static and c.metric in known:
                 set_constraint(trial, c, c.violation(known[c.metric]))
-        if not self.objectives.multi:
+        if not self.multi:
             return value
         values = [value] + [float(known[m.name]) for m in self.objectives.metrics[1:]]
         recorder.log_metrics(
@@ -332,16 +273,6 @@ class ParetoReports(RungReports):
         return tuple(values)
 
 
-def pareto_reports(objectives: StudyObjectives | None, spec: StudySpec, min_resource: int):
-    """The loop's reports for this study: None (Optuna's) for a plain single objective."""
-    if objectives is None or not objectives.active:
-        return None
-    halving = None
-    if objectives.multi and spec.pruner != "none":
-        halving = ParetoHalving(objectives, min_resource)
-    return ParetoReports(objectives, halving)
-
-
 # -- the study's side --------------------------------------------------------------------------
 
 
@@ -350,14 +281,6 @@ def study_directions(objectives: StudyObjectives | None, task: Task) -> dict[str
     if objectives is None:
         return {"direction": task.direction}
     return objectives.study_arguments()
-
-
-def study_pruner(objectives: StudyObjectives | None, make):
-    """The Optuna pruner of the study: `make()`'s, except in a multi-objective study, where
-    Optuna cannot prune and `ParetoHalving` decides in the loop instead."""
-    if objectives is not None and objectives.multi:
-        return optuna.pruners.NopPruner()
-    return make()
 
 
 def name_objectives(study: optuna.Study, objectives: StudyObjectives | None) -> None:

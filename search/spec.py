@@ -79,6 +79,60 @@ def safe_study_name(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-._")[:100] or "study"
 
 
+def check_dataset_name(dataset: str) -> str:
+    """`dataset`, or SpecError unless it names a data set: a built-in one, folder:PATH,
+    file:PATH.npz or file:PATH.pt, memory:NAME (data handed to the Python API), or `own` (a
+    function-style objective's own data)."""
+    from tunelab.objectives.data import (
+        BUNDLED_SETS,
+        DATASET_NAMES,
+        FILE_SUFFIXES,
+        MEMORY_PREFIX,
+        OWN_DATA,
+        TORCHVISION_SETS,
+    )
+
+    if dataset in (*BUNDLED_SETS, *TORCHVISION_SETS, OWN_DATA):
+        return dataset
+    for prefix in ("folder:", "file:", MEMORY_PREFIX):
+        if dataset.startswith(prefix) and len(dataset) > len(prefix):
+            if prefix == "file:" and Path(dataset).suffix not in FILE_SUFFIXES:
+                raise SpecError(
+                    f"data file '{dataset.removeprefix(prefix)}' must end in .npz "
+                    "(numpy.savez) or .pt (torch.save of a dict of tensors)"
+                )
+            return dataset
+    raise SpecError(f"unknown data set '{dataset}'; known: {', '.join(DATASET_NAMES)}")
+
+
+def default_study_name(task: str, dataset: str) -> str:
+    """TASK-DATASET, from the task's own `name` (importing a package.module:Class for it) and
+    a short label of the data set: a data file's stem, data handed to the Python API by its
+    label; a function-style objective's study (its own data) is named after it alone."""
+    from tunelab.objectives.data import MEMORY_PREFIX, OWN_DATA
+
+    name = _task_name(task)
+    if dataset == OWN_DATA:
+        return safe_study_name(name)
+    if dataset.startswith("file:"):
+        dataset = Path(dataset.removeprefix("file:")).stem
+    elif dataset.startswith(MEMORY_PREFIX):  # memory:LABEL-DIGEST
+        dataset = dataset.removeprefix(MEMORY_PREFIX).rpartition("-")[0] or dataset
+    return safe_study_name(f"{name}-{dataset}")
+
+
+@functools.lru_cache(maxsize=64)
+def _task_name(task: str) -> str:
+    from tunelab.objectives.registry import TaskError, is_reference, task_class
+
+    if not is_reference(task):
+        return task  # a built-in or registered name is the task's name
+    try:
+        return str(task_class(task).name)
+    except TaskError as exc:
+        raise SpecError(str(exc)) from None
+
+
 @dataclass(frozen=True)
 class Option:
     """How one StudySpec field is offered and kept."""
@@ -144,7 +198,9 @@ class StudySpec:
     """End of the time budget as a Unix time (what `run --workers` gives its workers)."""
 
     dataset: str = option("mnist5k", panel="Data", identity=True)
-    """mnist5k, digits, mnist, fashion-mnist, kmnist, cifar10 or folder:PATH."""
+    """mnist5k, digits, mnist, fashion-mnist, kmnist, cifar10, folder:PATH (one sub-folder
+    of images per class) or file:PATH.npz / file:PATH.pt (x_train, y_train, x_val, y_val,
+    optionally x_test, y_test: your own split, kept)."""
     data_dir: str = option("data", panel="Data")
     """Root of torchvision data sets (downloaded there when missing)."""
     limit_train: int | None = option(
@@ -271,8 +327,11 @@ class StudySpec:
 
     @property
     def name(self) -> str:
-        # a task given as package.module:Class is named by its class
-        return self.study_name or safe_study_name(f"{self.task.rpartition(':')[2]}-{self.dataset}")
+        """The study's name: --study-name, or TASK-DATASET with the task's own `name` (the
+        name its errors and listings use, also for a package.module:Class)."""
+        if self.study_name:
+            return self.study_name
+        return default_study_name(self.task, self.dataset)
 
     @property
     def trial_target(self) -> int | None:
@@ -299,7 +358,6 @@ class StudySpec:
         return self
 
     def _check_names(self) -> None:
-        from tunelab.objectives.data import BUNDLED_SETS, TORCHVISION_SETS
         from tunelab.objectives.registry import known_task, task_names
 
         if not known_task(self.task):
@@ -307,13 +365,7 @@ class StudySpec:
                 f"unknown task '{self.task}'; known: {', '.join(task_names())}, "
                 "or package.module:Class"
             )
-        if not (
-            self.dataset in BUNDLED_SETS
-            or self.dataset in TORCHVISION_SETS
-            or (self.dataset.startswith("folder:") and len(self.dataset) > len("folder:"))
-        ):
-            known = [*BUNDLED_SETS, *TORCHVISION_SETS, "folder:PATH"]
-            raise SpecError(f"unknown data set '{self.dataset}'; known: {', '.join(known)}")
+        check_dataset_name(self.dataset)
         if not self.name.strip():
             raise SpecError("--study-name must not be empty")
         check_study_name(self.name, "--study-name")
@@ -324,7 +376,9 @@ class StudySpec:
         """The stored options, as saved on the study (which optuna-dashboard shows to anyone
         who opens it): no password, which a joining process brings itself."""
         values = {k: getattr(self, k) for k in stored_fields()}
-        values["tracking_uri"] = without_password(values["tracking_uri"])
+        for key in ("tracking_uri", "mlflow_ui_url", "dashboard_url"):
+            if values.get(key):
+                values[key] = without_password(values[key])
         return json.dumps(values, sort_keys=True)
 
     @classmethod
@@ -388,6 +442,15 @@ def without_password(url: str) -> str:
     user_info, _, host = parts.netloc.rpartition("@")
     user = user_info.split(":", 1)[0]
     return urlunsplit(parts._replace(netloc=f"{user}:{MASKED_PASSWORD}@{host}"))
+
+
+_PASSWORD_IN_URL = re.compile(r"(\b[A-Za-z][\w+.-]*://[^/\s:@]*):([^@\s/]+)@")
+
+
+def mask_urls(text: str) -> str:
+    """`text` with the password of every URL in it replaced by MASKED_PASSWORD: for any line
+    printed, logged or stored that may quote a URL (an error message, a link)."""
+    return _PASSWORD_IN_URL.sub(lambda m: f"{m.group(1)}:{MASKED_PASSWORD}@", text)
 
 
 def with_password_of(url: str, donor: str) -> str | None:
@@ -593,4 +656,28 @@ def build_spec(task: str, config_file: str | None, cli: Mapping[str, Any]) -> St
     if task_options:
         cli["task_options"] = {**values.get("task_options", {}), **task_options}
     values.update(cli)
-    return StudySpec(task=task, **values).validate()
+    return StudySpec(task=task, **for_task(task, values)).validate()
+
+
+def for_task(task: str, values: dict[str, Any]) -> dict[str, Any]:
+    """A function-style objective's options: its data set is its own (`own`; another one is
+    refused), and a rung is one of its reports unless --rung-images says every N."""
+    from tunelab.objectives.data import OWN_DATA
+    from tunelab.objectives.registry import TaskError, is_reference, task_class
+
+    if not is_reference(task):
+        return values
+    try:
+        cls = task_class(task)
+    except TaskError as exc:
+        raise SpecError(str(exc)) from None
+    from tunelab.objectives.functional import FunctionTask
+
+    if not issubclass(cls, FunctionTask):
+        return values
+    if values.get("dataset", OWN_DATA) != OWN_DATA:
+        raise SpecError(
+            f"task '{cls.name}' is a function-style objective, which loads its own data: "
+            "leave --dataset out"
+        )
+    return {**values, "dataset": OWN_DATA, "rung_images": values.get("rung_images") or 1}

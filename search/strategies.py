@@ -83,9 +83,10 @@ SAMPLERS: dict[str, Callable[[int | None], optuna.samplers.BaseSampler]] = {
 def _median(budget: TrialBudget) -> optuna.pruners.BasePruner:
     import optuna
 
-    # no pruning at the first rung: every trial gets one report before it is judged
+    # no pruning at the first rung: every trial gets one report before it is judged (Optuna's
+    # warm-up ends at its step: it may prune at step n_warmup_steps itself)
     return optuna.pruners.MedianPruner(
-        n_startup_trials=MEDIAN_STARTUP_TRIALS, n_warmup_steps=budget.step(1)
+        n_startup_trials=MEDIAN_STARTUP_TRIALS, n_warmup_steps=budget.step(1) + 1
     )
 
 
@@ -114,9 +115,11 @@ def _patient(budget: TrialBudget) -> optuna.pruners.BasePruner:
 
 
 def _halving(budget: TrialBudget) -> optuna.pruners.BasePruner:
-    from tunelab.search.halving import PausingHalvingPruner
+    import optuna
 
-    return PausingHalvingPruner(budget.step(1), REDUCTION_FACTOR, max_step=budget.max_step)
+    # successive halving that pauses is the scheduler's own policy (scheduler/policies.py):
+    # Optuna's pruner cannot pause a trial
+    return optuna.pruners.NopPruner()
 
 
 def _none(budget: TrialBudget) -> optuna.pruners.BasePruner:
@@ -142,11 +145,12 @@ def make_sampler(name: str, seed: int | None) -> optuna.samplers.BaseSampler:
 
 
 def make_pruner(name: str, budget: TrialBudget, timed: bool = False) -> optuna.pruners.BasePruner:
-    """The pruner `name` for this budget. `auto` is Hyperband, except in a study planned for a
-    time budget: there successive halving in one bracket that pauses the trials it cannot
-    promote yet (`halving`). With the few trials a time budget affords, Hyperband's brackets
-    each hold too few trials to compare, and in Optuna's asynchronous halving the first trials
-    to reach a rung are promoted unchallenged."""
+    """The Optuna pruner of `--pruner name` for this budget. `auto` is Hyperband, except in a
+    study planned for a time budget: there successive halving in one bracket that pauses the
+    trials it cannot promote yet (`halving`, the scheduler's policy: no Optuna pruner). With
+    the few trials a time budget affords, Hyperband's brackets each hold too few trials to
+    compare, and in Optuna's asynchronous halving the first trials to reach a rung are
+    promoted unchallenged."""
     if name == "auto" and timed:
         name = "halving"
     return PRUNERS[name](budget)

@@ -18,6 +18,135 @@ os.environ.setdefault(
     "TUNELAB_CACHE", str(Path(__file__).resolve().parent.parent / ".pytest_cache" / "tunelab")
 )
 
+# -- the two tiers ----------------------------------------------------------------------------
+# `make test-fast` runs the tests not marked slow; a test that starts a process, a server or a
+# browser must be marked slow (or e2e, which implies it). The split is enforced, not trusted:
+# an audit hook fails an unmarked test at the moment it starts a process or binds a socket.
+
+SPAWN_EVENTS = frozenset(
+    {
+        "subprocess.Popen",
+        "os.system",
+        "os.posix_spawn",
+        "os.spawn",
+        "os.exec",
+        "os.fork",
+        "os.forkpty",
+        "pty.spawn",
+        "socket.bind",
+    }
+)
+"""Audit events (PEP 578) of starting a process or a server."""
+
+
+class SpawnGuard:
+    """An audit hook: while an unmarked test runs, starting a process or a server fails it."""
+
+    def __init__(self) -> None:
+        self.test: str | None = None
+        """The node id of the running test that is not marked slow (None: no check)."""
+
+    def __call__(self, event: str, args: tuple) -> None:
+        if self.test is None or event not in SPAWN_EVENTS:
+            return
+        test, self.test = self.test, None  # one failure per test, not one per retry
+        raise RuntimeError(
+            f"{test} is not marked slow but it starts a process or a server ({event}): "
+            "mark it @pytest.mark.slow (see tests/conftest.py)"
+        )
+
+
+_GUARD = pytest.StashKey[SpawnGuard]()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # torch's first import runs `ldconfig -p` (the CUDA build looks for its libraries): done
+    # here, before any test, so it is no test's process
+    import torch  # noqa: F401
+
+    guard = SpawnGuard()
+    sys.addaudithook(guard)  # hooks cannot be removed: a guard with no test checks nothing
+    config.stash[_GUARD] = guard
+
+
+LONG_GROUPS = (
+    "slurm",
+    "tests/faults/test_crash_points.py",
+    "tests/benchmarks/",
+    "tests/e2e/test_workers.py",
+    "tests/e2e/test_tutorial.py",
+    "tests/faults/test_outages.py",
+)
+"""The groups that take longest (`group_of`), handed to pytest-xdist's workers first: the
+suite then ends with short groups, not with one long group on one worker."""
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.get_closest_marker("e2e") and not item.get_closest_marker("slow"):
+            item.add_marker(pytest.mark.slow)
+
+    def rank(item: pytest.Item) -> int:
+        group = group_of(item.nodeid)
+        return next((i for i, p in enumerate(LONG_GROUPS) if group.startswith(p)), len(LONG_GROUPS))
+
+    items.sort(key=rank)  # stable: each module keeps its order
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log):
+    """`make test` runs in pytest-xdist workers, a group of tests (`group_of`) to a worker."""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ByGroup(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return group_of(nodeid)
+
+    return ByGroup(config, log)
+
+
+def group_of(nodeid: str) -> str:
+    """A test's group, run by one worker: its module's tests (its module fixtures are made
+    once); every test of a Slurm cluster (one cluster at a time, benchmarks/slurm.py's own
+    too); a slow module's storage-parametrized tests, split by storage."""
+    path = nodeid.split("::", 1)[0]
+    if "slurm" in path:
+        return "slurm"
+    for backend in ("sqlite", "postgresql"):
+        if path.startswith("tests/faults/") and f"[{backend}" in nodeid:
+            return f"{path}[{backend}]"
+    return path
+
+
+@pytest.fixture(autouse=True)
+def _signal_handlers_put_back():
+    """Signal handlers are process state: a test that runs `tunelab` in-process (its `main`
+    arms SIGINT, SIGTERM and a stop's SIGALRM) must not leave them to the next test, where a
+    stop asked for long ago would interrupt pytest itself."""
+    import signal
+
+    from tunelab.search.adapters import signals
+
+    kinds = (signal.SIGINT, signal.SIGTERM, signal.SIGALRM)
+    before = {kind: signal.getsignal(kind) for kind in kinds}
+    yield
+    if signal.getsignal(signal.SIGALRM) is signals._interrupt_by_alarm:
+        signal.alarm(0)  # a stop's deadline, not pytest-timeout's
+    for kind, handler in before.items():
+        signal.signal(kind, handler)
+    signals._STOP_REQUESTED.clear()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None):
+    guard = item.config.stash[_GUARD]
+    guard.test = None if item.get_closest_marker("slow") else item.nodeid
+    try:
+        return (yield)
+    finally:
+        guard.test = None
+
+
 PG_ADMIN_URL = os.environ.get("TUNELAB_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432")
 """Server of the PostgreSQL tests (trust auth); each test session makes its own database."""
 TUNELAB = Path(sys.executable).with_name("tunelab")
@@ -82,7 +211,7 @@ def loop_for():
     """loop_for(data, max_epochs=1, **changes): a LoopConfig of `max_epochs` epochs in
     automatic rungs, for driving a task through the shared loop."""
     from tunelab.objectives.budget import epoch_budget
-    from tunelab.objectives.runner import LoopConfig
+    from tunelab.objectives.training import LoopConfig
 
     def make(data, max_epochs: int = 1, **changes):
         return LoopConfig(budget=epoch_budget(max_epochs, len(data.train)), **changes)

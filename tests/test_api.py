@@ -16,6 +16,7 @@ import tunelab
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
 
+@pytest.mark.slow  # a fresh interpreter
 def test_import_tunelab_loads_nothing_heavy():
     code = (
         "import sys, tunelab; tunelab.Task; "

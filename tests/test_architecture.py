@@ -113,7 +113,7 @@ def test_the_graph_sees_the_package():
     assert {"tunelab.search.cli", "tunelab.objectives.runner", "tunelab.models.cnn"} <= set(graph)
     assert "tunelab.objectives.runner" in graph["tunelab.search.study.run"]
     # a lazy import inside a function counts
-    assert "tunelab.search.study.prepare" in graph["tunelab.search.cli.study"]
+    assert "tunelab.search.study.orchestration" in graph["tunelab.search.cli.study"]
 
 
 def test_no_import_cycle_anywhere_in_the_package():
@@ -129,7 +129,7 @@ def test_the_package_root_is_the_top_layer():
     graph = import_graph()
     root = {name for name in graph if not name.startswith(LAYERS)}
     assert {"tunelab", "tunelab.api", "tunelab.__main__"} <= root
-    assert "tunelab.search.cli.study" in graph["tunelab.api"]
+    assert "tunelab.search.study.orchestration" in graph["tunelab.api"]
     for name, targets in graph.items():
         if name.startswith(LAYERS):
             assert not targets & root, f"{name} imports {sorted(targets & root)}"
@@ -142,3 +142,50 @@ def test_layers_import_only_the_layers_below(lower):
         if name.startswith(LAYERS[lower] + ".") or name == LAYERS[lower]:
             upward = {t for t in targets if t.startswith(above)} if above else set()
             assert not upward, f"{name} imports {sorted(upward)}"
+
+
+def _external_imports(path: Path) -> set[str]:
+    """The top-level names of what a module imports (at run time, as imports_of reads)."""
+    names = set()
+    for node in _runtime_nodes(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names.update(alias.name.split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and not node.level and node.module:
+            names.add(node.module.split(".")[0])
+    return names
+
+
+def test_the_python_api_reaches_no_command_line_code():
+    """`tunelab.api` and everything it imports, however lazily, use no CLI module and no CLI
+    library: the study's orchestration lives below the command line."""
+    graph, paths = import_graph(), modules()
+    reached, todo = set(), ["tunelab.api"]
+    while todo:
+        name = todo.pop()
+        if name not in reached:
+            reached.add(name)
+            todo.extend(graph[name])
+    assert not {n for n in reached if n.startswith("tunelab.search.cli")}
+    assert not {n for n in reached if {"typer", "click"} & _external_imports(paths[n])}
+
+
+def test_only_the_lineage_record_names_a_trials_lineage():
+    """The retry, continuation, pause, owner and reference attributes are read and written by
+    `tunelab.search.scheduler.lineage` alone: no other module spells one of their names."""
+    from tunelab.search.scheduler import lineage
+
+    names = {
+        value
+        for key, value in vars(lineage).items()
+        if key.startswith("_") and isinstance(value, str) and value.startswith("tunelab.")
+    }
+    assert {"tunelab.original_trial", "tunelab.paused_at", "tunelab.owner"} <= names
+    for module, path in modules().items():
+        if module == "tunelab.search.scheduler.lineage":
+            continue
+        constants = {
+            node.value
+            for node in ast.walk(ast.parse(path.read_text()))
+            if isinstance(node, ast.Constant) and isinstance(node.value, str)
+        }
+        assert not constants & names, f"{module} names {sorted(constants & names)}"

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.slow  # builds and installs the wheel in a subprocess
+
 ROOT = Path(__file__).resolve().parents[1]
 SOURCE_FOLDERS = {"tunelab": "tunelab", "models": "tunelab.models"}
 SOURCE_FOLDERS |= {"objectives": "tunelab.objectives", "search": "tunelab.search"}

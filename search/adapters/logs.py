@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 
 MLFLOW_LEVEL_ENV = "MLFLOW_LOGGING_LEVEL"
 """MLflow's own setting of its loggers' level, read when mlflow is imported."""
@@ -38,3 +39,11 @@ def library_logs(verbose: bool) -> None:
     level = logging.INFO if verbose else logging.WARNING
     for name in LIBRARY_LOGGERS:
         logging.getLogger(name).setLevel(level)
+
+
+def say(text: str, quiet: bool = False) -> None:
+    """A progress line on stderr (stdout carries results); no URL's password in it."""
+    from tunelab.search.spec import mask_urls
+
+    if not quiet:
+        print(mask_urls(text), file=sys.stderr, flush=True)

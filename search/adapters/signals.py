@@ -8,6 +8,12 @@ to its workers as well: each worker would otherwise be interrupted twice.
 A signal that arrives during a database call is held until the call returns
 (`interruptions_held`): raised inside a SQLite commit, it leaves the write lock with a connection
 the process can no longer use, and the clean-up's own writes then fail "database is locked".
+
+A worker takes SIGTERM as a request to stop at the running trial's next rung (`stop_at_rung`):
+the trial then ends with the checkpoint of that rung, so a retry loses nothing (a batch
+scheduler's time limit, `--signal=B:TERM@120`, a Kubernetes pod's termination). The stop comes
+at the latest STOP_GRACE_S later, or at a second SIGTERM, as an interruption; Ctrl-C (SIGINT)
+interrupts at once.
 """
 
 from __future__ import annotations
@@ -30,6 +36,14 @@ closing cursor"); MLflow's SQLite store, closing runs while another worker write
 is locked" before it retries or raises. The process is ending; its one line says why."""
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+HELD_SIGNALS = (*STOP_SIGNALS, signal.SIGALRM)
+STOP_GRACE_S = 30
+"""After a SIGTERM that asks for a stop at the next rung, the interruption comes anyway after
+this many seconds (a rung is a few seconds; a container's grace period is 30 s by default)."""
+_STOP_REQUESTED = threading.Event()
+"""Set by a SIGTERM asking for a stop at the next rung (a signal is process state)."""
+_ALARM_BEFORE: list = []
+"""SIGALRM's handler before the stop's alarm took it (put back once the stop came)."""
 
 
 class Terminated(KeyboardInterrupt):
@@ -37,18 +51,46 @@ class Terminated(KeyboardInterrupt):
 
 
 def _interrupt(signum: int, frame: object) -> None:
+    _STOP_REQUESTED.clear()  # the stop comes now: nothing is left to ask for
     for stop in STOP_SIGNALS:
         signal.signal(stop, signal.SIG_IGN)
+    if signal.getsignal(signal.SIGALRM) is _interrupt_by_alarm:  # the stop comes now
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, _ALARM_BEFORE.pop() if _ALARM_BEFORE else signal.SIG_DFL)
     for name in CLEANUP_LOGGERS:
         logging.getLogger(name).setLevel(logging.CRITICAL)
     raise Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
 
 
-def interrupt_once() -> None:
+def _stop_at_rung(signum: int, frame: object) -> None:
+    _STOP_REQUESTED.set()
+    signal.signal(signal.SIGTERM, _interrupt)  # a second SIGTERM: at once
+    _ALARM_BEFORE[:] = [signal.signal(signal.SIGALRM, _interrupt_by_alarm)]
+    signal.alarm(STOP_GRACE_S)
+
+
+def _interrupt_by_alarm(signum: int, frame: object) -> None:
+    _interrupt(signal.SIGTERM, frame)
+
+
+def interrupt_once(stop_at_rung: bool = False) -> None:
     """From now on, SIGTERM raises Terminated (and SIGINT KeyboardInterrupt) in the main
-    thread, once."""
-    for stop in STOP_SIGNALS:
-        signal.signal(stop, _interrupt)
+    thread, once; with `stop_at_rung`, a SIGTERM first asks for a stop at the next rung
+    (`stop_requested`), and raises only after STOP_GRACE_S or at a second SIGTERM."""
+    _STOP_REQUESTED.clear()
+    signal.signal(signal.SIGINT, _interrupt)
+    signal.signal(signal.SIGTERM, _stop_at_rung if stop_at_rung else _interrupt)
+
+
+def stop_requested() -> bool:
+    """Whether a SIGTERM asked this process to stop at the next rung."""
+    return _STOP_REQUESTED.is_set()
+
+
+def stop_if_requested() -> None:
+    """Raise the requested stop (Terminated), once, as a SIGTERM's interruption."""
+    if _STOP_REQUESTED.is_set() and signal.getsignal(signal.SIGINT) is _interrupt:
+        _interrupt(signal.SIGTERM, None)
 
 
 @contextmanager
@@ -57,22 +99,28 @@ def interruptions_held() -> Iterator[None]:
 
     Only where `interrupt_once` is in force and not yet spent, and in the main thread (the only
     one Python runs signal handlers in); elsewhere the body runs as it is."""
-    armed = threading.current_thread() is threading.main_thread() and all(
-        signal.getsignal(stop) is _interrupt for stop in STOP_SIGNALS
+    ours = (_interrupt, _stop_at_rung, _interrupt_by_alarm)
+    armed = threading.current_thread() is threading.main_thread() and (
+        signal.getsignal(signal.SIGINT) is _interrupt
     )
     if not armed:
         yield
         return
+    handlers = {s: signal.getsignal(s) for s in HELD_SIGNALS}
     received: list[int] = []
-    for stop in STOP_SIGNALS:
-        signal.signal(stop, lambda signum, frame: received.append(signum))
+    for held_signal, handler in handlers.items():
+        if handler in ours:
+            signal.signal(held_signal, lambda signum, frame: received.append(signum))
     try:
         yield
     finally:
-        if received:
-            _interrupt(received[0], None)
-        for stop in STOP_SIGNALS:
-            signal.signal(stop, _interrupt)
+        for held_signal, handler in handlers.items():
+            if handler in ours:
+                signal.signal(held_signal, handler)
+        for signum in received:  # as if they arrived now, in order
+            handler = signal.getsignal(signum)
+            if callable(handler):
+                handler(signum, None)
 
 
 def held(call: Callable[P, R]) -> Callable[P, R]:

@@ -24,8 +24,14 @@ from optuna.trial import FrozenTrial
 from tunelab.objectives import keys
 from tunelab.objectives.recorders import RunStatus
 from tunelab.search.adapters.signals import held
-from tunelab.search.adapters.storage import check_database, parse_url, sqlite_path
-from tunelab.search.spec import SpecError, StudySpec
+from tunelab.search.adapters.storage import (
+    check_database,
+    create_private,
+    parse_url,
+    sqlite_path,
+)
+from tunelab.search.adapters.transient import is_transient, retrying
+from tunelab.search.spec import SpecError, StudySpec, without_password
 
 T = TypeVar("T")
 
@@ -103,10 +109,11 @@ def check_tracking_uri(uri: str) -> None:
                 return
         except (urllib.error.URLError, OSError, ValueError) as exc:
             reason = getattr(exc, "reason", exc)
-            raise SpecError(f"cannot reach MLflow tracking server '{uri}': {reason}") from None
+            shown = without_password(uri)
+            raise SpecError(f"cannot reach MLflow tracking server '{shown}': {reason}") from None
     if uri.startswith("file:") or "://" not in uri:
         raise SpecError(
-            f"unsupported tracking URI '{uri}': use a database URL such as "
+            f"unsupported tracking URI '{without_password(uri)}': use a database URL such as "
             "sqlite:///mlruns/mlflow.db or an http(s):// tracking server"
         )
     check_database(uri, what="tracking")
@@ -132,20 +139,28 @@ def local_artifact_root(uri: str) -> str | None:
     return None if path is None else (path.parent / "artifacts").resolve().as_uri()
 
 
-class DatabaseCallsHeld:
-    """An MlflowClient on a database whose calls end before an interruption is raised.
+class ResilientClient:
+    """An MlflowClient whose calls outlive an outage of the tracking store, retried with backoff
+    (a server's own HTTP retries come first), and, on a database store, end before an
+    interruption is raised: Ctrl-C inside MLflow's SQLite commit leaves the write lock with a
+    connection the process cannot use again, and the trial's clean-up then fails "database is
+    locked". Calls to a server are not held: a retrying HTTP call would hold Ctrl-C for minutes.
+    Retried calls must be harmless done twice: tags, params of the same value, metrics, ends;
+    runs are created through `StudyTracker.recorder`, which finds a run that was created."""
 
-    Ctrl-C inside MLflow's SQLite commit leaves the write lock with a connection the process
-    cannot use again: the trial's clean-up (its fail reason, closing its run) then fails
-    "database is locked". Calls to a server are not held: a retrying HTTP call would hold
-    Ctrl-C for minutes."""
-
-    def __init__(self, client: Any) -> None:
-        self._client = client
+    def __init__(self, client: Any, hold: bool) -> None:
+        self._client, self._hold = client, hold
 
     def __getattr__(self, name: str) -> Any:
         found = getattr(self._client, name)
-        return held(found) if callable(found) else found
+        if not callable(found):
+            return found
+        call = held(found) if self._hold else found
+
+        def resilient(*args: Any, **kwargs: Any) -> Any:
+            return retrying(lambda: call(*args, **kwargs))
+
+        return resilient
 
 
 class StudyTracker:
@@ -163,14 +178,20 @@ class StudyTracker:
 
         self.tracking_uri = tracking_uri
         self.study_name = study_name
-        self.ui_url = ui_base(tracking_uri, ui_url)
-        """Base URL of the MLflow UI in links."""
-        self.dashboard_url = dashboard_url
+        self.ui_url = without_password(ui_base(tracking_uri, ui_url))
+        """Base URL of the MLflow UI in links (links are printed and stored: no password)."""
+        self.dashboard_url = dashboard_url and without_password(dashboard_url)
         """Base URL of optuna-dashboard (None: unknown, no link)."""
         self.system_metrics = system_metrics
         """Whether each trial's run logs MLflow's system metrics."""
-        client = MlflowClient(tracking_uri=tracking_uri)
-        self.client = client if is_server(tracking_uri) else DatabaseCallsHeld(client)
+        if not is_server(tracking_uri):
+            path = sqlite_path(parse_url(tracking_uri, "tracking"))
+            if path is not None:  # the runs' database is its user's alone, as the study's
+                path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+                create_private(path)
+        self.client = ResilientClient(
+            MlflowClient(tracking_uri=tracking_uri), hold=not is_server(tracking_uri)
+        )
         self.experiment_id = self._experiment()
         self.parent_run_id: str | None = None
         self._open_runs: dict[str, str] = {}  # run id -> trial label, still RUNNING
@@ -240,18 +261,14 @@ class StudyTracker:
 
     def recorder(self, trial: optuna.trial.BaseTrial, tags: Mapping[str, str]) -> TrialRun:
         """A nested child run for one trial; its id goes into the trial's user attributes."""
-        run = self.client.create_run(
-            self.experiment_id,
-            run_name=f"trial-{trial.number}",
-            tags={
-                "mlflow.parentRunId": self.parent_run_id,
-                keys.STUDY_NAME_TAG: self.study_name,
-                keys.TRIAL_NUMBER_TAG: str(trial.number),
-                keys.STATE_TAG: "RUNNING",
-                **tags,
-            },
-        )
-        run_id = run.info.run_id
+        run_tags = {
+            "mlflow.parentRunId": self.parent_run_id,
+            keys.STUDY_NAME_TAG: self.study_name,
+            keys.TRIAL_NUMBER_TAG: str(trial.number),
+            keys.STATE_TAG: "RUNNING",
+            **tags,
+        }
+        run_id = retrying(lambda: self._create_trial_run(trial.number, run_tags))
         trial.set_user_attr(keys.MLFLOW_RUN_ID, run_id)
         self._open_runs[run_id] = f"trial-{trial.number}"
         if isinstance(trial, optuna.Trial):  # a real study's trial: link the two UIs
@@ -259,6 +276,26 @@ class StudyTracker:
         if self.system_metrics:
             self._monitors[run_id] = self._system_metrics(run_id)
         return TrialRun(self, run_id)
+
+    def _create_trial_run(self, number: int, tags: Mapping[str, str]) -> str:
+        """One attempt at creating a trial's run. A create whose answer was lost in an outage
+        may have committed: the retry adopts the run it finds, so a trial has one run."""
+        raw = self.client._client
+        try:
+            return raw.create_run(
+                self.experiment_id, run_name=f"trial-{number}", tags=tags
+            ).info.run_id
+        except Exception as error:
+            if not is_transient(error):
+                raise
+            found = raw.search_runs(
+                [self.experiment_id],
+                f"tags.`{keys.TRIAL_NUMBER_TAG}` = '{number}' and attributes.status = 'RUNNING'",
+                max_results=1,
+            )
+            if found:
+                return found[0].info.run_id
+            raise
 
     def experiment_url(self) -> str:
         return experiment_url(self.ui_url, self.experiment_id)
@@ -306,7 +343,7 @@ class StudyTracker:
 
         return log_best
 
-    def fail_dead_run(self, run_id: str) -> None:
+    def fail_dead_run(self, run_id: str, reason: str = "worker died") -> None:
         """Close the run of a trial whose process died, marking it as recovered."""
         from mlflow.entities import RunTag
 
@@ -320,7 +357,7 @@ class StudyTracker:
                 tags=[
                     RunTag(keys.RECOVERED_TAG, "true"),
                     RunTag(keys.STATE_TAG, "FAIL"),
-                    RunTag(keys.FAIL_REASON, "worker died (stale heartbeat)"),
+                    RunTag(keys.FAIL_REASON, reason),
                 ],
             )
             self.client.set_terminated(run_id, "FAILED")

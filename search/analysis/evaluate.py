@@ -31,8 +31,9 @@ import torch
 from tunelab.objectives import keys
 from tunelab.objectives.base import Parts, ServingModel, StepContext, Task
 from tunelab.objectives.data import DataBundle
-from tunelab.objectives.runner import Diverged, LoopConfig, retrain, trial_seed
+from tunelab.objectives.training import Diverged, LoopConfig, retrain, trial_seed
 from tunelab.search.spec import SpecError
+from tunelab.search.study.summary import counted
 
 EVAL_SEED_OFFSET = 1_000_000
 """Evaluation seed i is `trial_seed(spec seed, EVAL_SEED_OFFSET + i)`: a stream that no trial
@@ -266,8 +267,9 @@ def evaluate_study(config: EvaluationConfig, say=print) -> Evaluation:
     )
     seeds = tuple(trial_seed(spec.seed, EVAL_SEED_OFFSET + i) for i in range(config.seeds))
     say(
-        f"retraining trial {best.number} of '{config.study}' for {best_step:,} {budget.unit} "
-        f"on {len(data.train)} train + val images, {len(seeds)} seeds, device {device}"
+        f"retraining trial {best.number} of '{config.study}' for "
+        f"{counted(best_step, budget.unit[:-1])} on {counted(len(data.train), 'image')} of "
+        f"train + val, {counted(len(seeds), 'seed')}, device {device}"
     )
     runs = []
     for i, seed in enumerate(seeds, start=1):
@@ -422,8 +424,8 @@ def summary_table(evaluation: Evaluation):
         f"{pct} t-interval",
         "std",
         "per seed",
-        title=f"{evaluation.study}: test split, {len(evaluation.seeds)} seeds, "
-        f"{evaluation.steps:,} {evaluation.unit} (trial {evaluation.trial})",
+        title=f"{evaluation.study}: test split, {counted(len(evaluation.seeds), 'seed')}, "
+        f"{counted(evaluation.steps, evaluation.unit[:-1])} (trial {evaluation.trial})",
     )
     ordered = sorted(evaluation.summaries, key=lambda s: (s.name != evaluation.objective, s.name))
     for s in ordered:

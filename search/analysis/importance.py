@@ -16,6 +16,8 @@ from dataclasses import dataclass
 import optuna
 from optuna.trial import TrialState
 
+from tunelab.search.study.summary import counted
+
 MIN_TRIALS_AT_RUNG = 10
 """Trials that must have reached a rung before importances are computed there."""
 FANOVA_SEED = 0
@@ -37,7 +39,7 @@ class RungImportance:
 
     def label(self, unit: str) -> str:
         at = f"{self.step:,} training images" if unit == "images" else f"epoch {self.step}"
-        return f"fANOVA at {at} ({self.trials} trials, {self.pruned} pruned)"
+        return f"fANOVA at {at} ({counted(self.trials, 'trial')}, {self.pruned} pruned)"
 
 
 def rung_importance(

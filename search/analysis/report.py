@@ -3,9 +3,15 @@
 The report opens with a text summary (best value and parameters, and a "widen it" warning for
 every numeric parameter whose best value sits at the edge of its range), then the figures:
 optimization history, parameter importances (Optuna's default evaluator beside fANOVA),
-parallel coordinates, slices, intermediate values coloured by trial state, the timeline, and
-a summary of the epochs pruning and early stopping saved. Plotly.js is inlined once, so the
-file opens offline; each figure is also written as its own HTML file under `figures/`.
+parallel coordinates, slices, intermediate values coloured by trial state, the timeline, a
+summary of what pruning and early stopping saved, and a table of every trial with why it
+ended.
+
+Plotly.js is inlined once, in report.html, so that the one file opens offline and in MLflow's
+artifact view (which shows an HTML artifact from a blob URL, where a script file beside it
+cannot be found). Each figure is also written as plotly JSON under `figures/`
+(`plotly.io.read_json`), not as an HTML page of its own: each such page needed plotly.js too,
+a second 4.8 MB copy.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ from optuna.trial import FrozenTrial, TrialState
 from tunelab.objectives import keys
 from tunelab.search.adapters.tracking import open_tracking
 from tunelab.search.analysis.importance import MIN_TRIALS_AT_RUNG, rung_importance
+from tunelab.search.scheduler import lineage
 from tunelab.search.spec import SpecError, stored_values
 from tunelab.search.study.budget import recorded_budget
 from tunelab.search.study.pareto import (
@@ -37,8 +44,21 @@ from tunelab.search.study.pareto import (
     primary_value,
     rung_curve,
 )
-from tunelab.search.study.queries import load_study, stored_spec
-from tunelab.search.study.summary import SearchSummary
+from tunelab.search.study.queries import (
+    duration_text,
+    lineage_text,
+    load_study,
+    reached_text,
+    stored_spec,
+    trial_rows,
+)
+from tunelab.search.study.summary import (
+    BY_THE_PRUNER,
+    SearchSummary,
+    counted,
+    ending_reason,
+    position,
+)
 
 REPORT_ARTIFACT_DIR = "report"
 """Folder of the report in the parent run's artifacts."""
@@ -116,29 +136,47 @@ class EdgeWarning:
 
 @dataclass(frozen=True)
 class PruningSummary:
-    """What the study trained, against a search of the same trials without any stopping."""
+    """What the study trained, against the same configurations trained in full.
+
+    Counted per configuration (a trial with its retries and continuations): a continuation
+    adds only what it trained after the step it took up, and a configuration's full budget
+    counts once. Only pruning (pausing included) and early stopping save anything: the
+    budget a configuration did not train because it diverged, failed or broke a constraint
+    is no saving, and is counted apart.
+    """
 
     trials: int
-    """Finished or failed trials counted."""
+    """Configurations counted (those that ended)."""
     max_step: int
     """A full trial, in the study's unit."""
     steps_run: int
-    """What the trials actually trained, in the study's unit."""
+    """What the configurations actually trained, in the study's unit."""
     unit: str = "epochs"
     """The study's unit of steps: images or epochs."""
     by_state: dict[str, tuple[int, int]] = field(default_factory=dict)
-    """State name -> (trials, steps run)."""
+    """How configurations ended (complete, pruned, stopped, ...) -> (configurations, steps)."""
     early_stopped: int = 0
-    """Complete trials that early stopping ended before the budget."""
+    """Complete configurations that early stopping ended before the budget."""
+    saved_by_pruning: int = 0
+    """Steps pruned and paused configurations did not train."""
+    saved_by_early_stopping: int = 0
+    """Steps early-stopped configurations did not train."""
+    not_trained: int = 0
+    """Steps configurations that stopped for their own reasons (diverged, failed,
+    infeasible, interrupted) or at the time budget's end did not train: no saving."""
+    unknown: int = 0
+    """Configurations that ended before their first report: how far they trained is not
+    recorded, counted as 0."""
 
     @property
     def budget(self) -> int:
-        """What a no-pruning, no-early-stopping search of the same trials would train."""
+        """What a no-pruning, no-early-stopping search of the same configurations would
+        train."""
         return self.trials * self.max_step
 
     @property
     def saved(self) -> int:
-        return self.budget - self.steps_run
+        return self.saved_by_pruning + self.saved_by_early_stopping
 
     @property
     def saved_fraction(self) -> float:
@@ -166,7 +204,7 @@ class ReportFiles:
     html: Path
     """The self-contained report."""
     figures: tuple[Path, ...]
-    """One HTML file per figure (they share figures/plotly.min.js)."""
+    """One plotly JSON file per figure."""
     edge_warnings: tuple[EdgeWarning, ...]
     """The edge-of-range warnings of the summary."""
 
@@ -193,37 +231,77 @@ def edge_warnings(trial: FrozenTrial, fraction: float = 0.05) -> list[EdgeWarnin
     return warnings
 
 
-def steps_of(trial: FrozenTrial) -> int:
-    """What a trial trained: recorded by the loop when complete, else its last report."""
+def steps_of(trial: FrozenTrial) -> int | None:
+    """How far a trial trained: recorded by the loop when complete, else its last report
+    (None: it reported nothing)."""
     recorded = keys.trial_attr(trial, keys.STEPS_RUN)
     if recorded is not None:
         return int(recorded)
     rungs = trial.user_attrs.get(keys.RUNG_SCORES, {})  # a multi-objective trial's rungs
-    return max(trial.intermediate_values or map(int, rungs), default=0)
+    return max([*trial.intermediate_values, *map(int, rungs)], default=None)
+
+
+def _ending(last: FrozenTrial) -> str:
+    """How a configuration ended, by its last trial, for what its unused budget means."""
+    if last.state == TrialState.COMPLETE:
+        stopped = last.user_attrs.get(keys.STOPPED_AT_DEADLINE)
+        return "ended by the time budget" if stopped else "complete"
+    if lineage.is_paused(last):
+        return "paused"
+    if ending_reason(last) == BY_THE_PRUNER:
+        return "pruned"
+    return "stopped on its own"  # diverged, out of memory, infeasible, failed, interrupted
 
 
 def pruning_summary(study: optuna.Study, unit: str, max_step: int | None) -> PruningSummary:
-    """What the study's ended trials trained vs. `max_step` (a full trial) for each."""
-    ended = [
-        t
-        for t in study.get_trials(deepcopy=False)
-        if t.state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
-    ]
-    steps = {t.number: steps_of(t) for t in ended}
+    """What the study's ended configurations trained vs. `max_step` (a full trial) each."""
+    chains = lineage.chains(study.get_trials(deepcopy=False))
+    ended = {
+        root: chain
+        for root, chain in chains.items()
+        if max(chain, key=lambda t: t.number).state
+        in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+    }
+    reached = {t.number: steps_of(t) for chain in ended.values() for t in chain}
     if max_step is None:  # not a tunelab study: the longest trial is the best guess
-        max_step = max(steps.values(), default=0)
+        max_step = max((r for r in reached.values() if r is not None), default=0)
     by_state: dict[str, tuple[int, int]] = {}
-    for t in ended:
-        count, total = by_state.get(t.state.name, (0, 0))
-        by_state[t.state.name] = (count + 1, total + steps[t.number])
-    early = sum(1 for t in ended if t.state == TrialState.COMPLETE and steps[t.number] < max_step)
+    totals = {"pruning": 0, "early": 0, "not_trained": 0, "unknown": 0, "early_n": 0}
+    steps_run = 0
+    for chain in ended.values():
+        last = max(chain, key=lambda t: t.number)
+        # each trial trained from the step it took up (0, or its source's checkpoint)
+        trained = sum(
+            max(0, (reached[t.number] or 0) - lineage.resumed_at(t))
+            for t in chain
+            if t.state != TrialState.WAITING
+        )
+        end = reached[last.number]
+        left = max(0, max_step - (end or 0))
+        ending = _ending(last)
+        if end is None and last.state != TrialState.COMPLETE:
+            totals["unknown"] += 1
+        if ending in ("pruned", "paused"):
+            totals["pruning"] += left
+        elif ending == "complete":
+            totals["early"] += left
+            totals["early_n"] += left > 0
+        else:
+            totals["not_trained"] += left
+        count, total = by_state.get(ending, (0, 0))
+        by_state[ending] = (count + 1, total + trained)
+        steps_run += trained
     return PruningSummary(
         trials=len(ended),
         max_step=max_step,
-        steps_run=sum(steps.values()),
+        steps_run=steps_run,
         unit=unit,
         by_state=by_state,
-        early_stopped=early,
+        early_stopped=totals["early_n"],
+        saved_by_pruning=totals["pruning"],
+        saved_by_early_stopping=totals["early"],
+        not_trained=totals["not_trained"],
+        unknown=totals["unknown"],
     )
 
 
@@ -431,6 +509,9 @@ th { background: #f3f3f3; }
 .warning { background: #fff4d6; border-left: 4px solid #e0a800; padding: 0.5em 1em; }
 .note { color: #555; font-style: italic; }
 section { margin: 2em 0; overflow-x: auto; }
+table.trials td { font-size: 0.9em; vertical-align: top; }
+tr.state-failed td, tr.state-interrupted td { background: #fdecea; }
+tr.state-pruned td, tr.state-paused td { background: #fff8ec; }
 """
 
 
@@ -452,8 +533,10 @@ def summary_html(
     spec: dict,
     warnings: Sequence[EdgeWarning],
     budget_text: str = "unknown",
+    unit: str = "epochs",
 ) -> str:
-    """The report's opening: counts, best value and parameters, edge-of-range warnings."""
+    """The report's opening: counts and why configurations did not complete, best value and
+    parameters, edge-of-range warnings; a diverged search says so first."""
     trials = study.get_trials(deepcopy=False)
     counts = {s.name: sum(t.state == s for t in trials) for s in TrialState}
     direction = "/".join(directions(study))
@@ -468,17 +551,25 @@ def summary_html(
         "<p>Trials: " + ", ".join(f"{n} {s.lower()}" for s, n in counts.items() if n) + ".</p>",
         f"<p>{html.escape(found.counts())}.</p>",
     ]
+    reasons = found.reason_lines()
+    if reasons:
+        items = "".join(f"<li>{html.escape(line)}</li>" for line in reasons)
+        lines.append(f"<p>Why configurations did not complete:</p><ul>{items}</ul>")
     best = best_primary(study)
     if best is None:
+        if found.diverged:
+            lines.insert(
+                0, f"<div class='warning'><b>{html.escape(found.diverged_line())}.</b></div>"
+            )
         lines.append("<p class='note'>No complete trial yet: no best value.</p>")
         return "\n".join(lines)
     lines += front_html(study, spec)
     lines.append(
         f"<p>Best {html.escape(metric)} = <b>{primary_value(best):.6g}</b> (trial {best.number}, "
-        f"step {keys.trial_attr(best, keys.BEST_STEP, '?')}, MLflow run "
+        f"best weights at {position(keys.trial_attr(best, keys.BEST_STEP), unit)}, MLflow run "
         f"{html.escape(str(keys.trial_attr(best, keys.MLFLOW_RUN_ID, '-')))}).</p>"
     )
-    against = found.against_default(metric)
+    against = found.against_default(metric, unit)
     if against:
         lines.append(f"<p>The best against the default: {html.escape(against)}.</p>")
     lines.append(
@@ -509,7 +600,8 @@ def front_html(study: optuna.Study, spec: dict) -> list[str]:
     names = objective_names(study)
     rows = front_rows(study)
     lines = [
-        f"<p>Pareto front: <b>{len(rows)}</b> non-dominated trial(s) of "
+        f"<p>Pareto front: <b>{len(rows)}</b> non-dominated "
+        f"{'trial' if len(rows) == 1 else 'trials'} of "
         f"{', '.join(html.escape(n) for n in names)}; the best primary objective "
         f"({html.escape(names[0])}) comes first and is the study's best trial.</p>",
         _table(
@@ -523,8 +615,9 @@ def front_html(study: optuna.Study, spec: dict) -> list[str]:
         infeasible = [t for t in ended if not feasible(t)]
         untrained = [t for t in infeasible if t.user_attrs.get(keys.INFEASIBLE)]
         lines.append(
-            f"<p>Constraints {html.escape(', '.join(constraints))}: {len(ended) - len(infeasible)} "
-            f"feasible trial(s), {len(infeasible)} infeasible ({len(untrained)} ended before "
+            f"<p>Constraints {html.escape(', '.join(constraints))}: "
+            f"{counted(len(ended) - len(infeasible), 'feasible trial')}, {len(infeasible)} "
+            f"infeasible ({len(untrained)} ended before "
             "training); the front figure greys the infeasible ones.</p>"
         )
     return lines
@@ -532,19 +625,72 @@ def front_html(study: optuna.Study, spec: dict) -> list[str]:
 
 def pruning_html(summary: PruningSummary) -> str:
     unit = "training images" if summary.unit == "images" else "epochs"
-    rows = [(state.lower(), n, f"{steps:,}") for state, (n, steps) in summary.by_state.items()]
+    rows = [(state, n, f"{steps:,}") for state, (n, steps) in summary.by_state.items()]
     rows.append(("all", summary.trials, f"{summary.steps_run:,}"))
-    return (
-        _table(["trials", "count", f"{unit} trained"], rows)
-        + f"<p>Without pruning or early stopping these {summary.trials} trials would have "
-        f"trained {summary.trials} &times; {summary.max_step:,} = <b>{summary.budget:,}</b> "
-        f"{unit}; they trained <b>{summary.steps_run:,}</b>, saving <b>{summary.saved:,}</b> "
-        f"(<b>{summary.saved_fraction:.0%}</b>). {summary.early_stopped} complete trial(s) "
-        "stopped early.</p>"
+
+    def share(n: int) -> str:
+        return f"{n / summary.budget:.0%}" if summary.budget else "0%"
+
+    text = (
+        f"<p>Without pruning or early stopping these {counted(summary.trials, 'configuration')} "
+        f"would have trained {summary.trials} &times; {summary.max_step:,} = "
+        f"<b>{summary.budget:,}</b> {unit}; they trained <b>{summary.steps_run:,}</b>. "
+        f"Pruning saved <b>{summary.saved_by_pruning:,}</b> ({share(summary.saved_by_pruning)})"
+        f", early stopping <b>{summary.saved_by_early_stopping:,}</b> "
+        f"({share(summary.saved_by_early_stopping)}; "
+        f"{counted(summary.early_stopped, 'complete configuration')} stopped early).</p>"
     )
+    if summary.not_trained:
+        text += (
+            f"<p>{summary.not_trained:,} {unit} ({share(summary.not_trained)}) were not trained "
+            "because configurations stopped on their own (diverged, failed, out of memory, "
+            "infeasible, interrupted) or at the end of the time budget: that is no saving.</p>"
+        )
+    if summary.unknown:
+        text += (
+            f"<p class='note'>{counted(summary.unknown, 'configuration')} ended before "
+            "their first rung: how far they trained is not recorded (counted as 0).</p>"
+        )
+    return _table(["configurations", "count", f"{unit} trained"], rows) + text
 
 
-def render_html(study_name: str, summary: str, sections: Sequence[Section], pruning: str) -> str:
+def trials_html(study: optuna.Study) -> str:
+    """Every trial: state, value, why it ended, duration, how far it trained, its lineage
+    and its parameters (the table `tunelab trials` prints)."""
+    rows = trial_rows(study)
+    if not rows:
+        return "<p class='note'>No trial yet.</p>"
+    multi = is_multi(study)
+    header = ["trial", "state", "values" if multi else "value", "reached", "duration"]
+    header += ["why it ended", "lineage", "parameters"]
+    body = []
+    for r in rows:
+        if multi and r["values"]:
+            value = ", ".join(f"{k} {_format(v)}" for k, v in r["values"].items())
+        else:
+            value = "-" if r["value"] is None else _format(r["value"])
+        cells = [
+            r["trial"],
+            r["state"],
+            value,
+            reached_text(r),
+            duration_text(r["duration_s"]),
+            r["reason"] or "",
+            lineage_text(r),
+            ", ".join(f"{k}={_format(v)}" for k, v in r["params"].items()),
+        ]
+        body.append(
+            f"<tr class='state-{html.escape(r['state'])}'>"
+            + "".join(f"<td>{html.escape(str(c))}</td>" for c in cells)
+            + "</tr>"
+        )
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    return f"<table class='trials'><tr>{head}</tr>{''.join(body)}</table>"
+
+
+def render_html(
+    study_name: str, summary: str, sections: Sequence[Section], pruning: str, trials: str = ""
+) -> str:
     """The whole report as one HTML page with plotly.js inlined once."""
     from plotly.offline import get_plotlyjs
 
@@ -567,14 +713,16 @@ def render_html(study_name: str, summary: str, sections: Sequence[Section], prun
         f"<script type='text/javascript'>{get_plotlyjs()}</script></head><body>"
         f"<h1>{title}</h1><section id='summary'><h2>Summary</h2>{summary}</section>"
         + "".join(parts)
-        + f"<section id='pruning'><h2>Pruning</h2>{pruning}</section></body></html>\n"
+        + f"<section id='pruning'><h2>Pruning</h2>{pruning}</section>"
+        + (f"<section id='trials'><h2>Trials</h2>{trials}</section>" if trials else "")
+        + "</body></html>\n"
     )
 
 
 def write_report(
     study: optuna.Study, out_dir: str | Path, config: ReportConfig | None = None
 ) -> ReportFiles:
-    """Write report.html and figures/*.html for a study into `out_dir`."""
+    """Write report.html and figures/*.json for a study into `out_dir`."""
     config = config or ReportConfig()
     if not study.get_trials(deepcopy=False):
         raise SpecError(f"study '{study.study_name}' has no trials yet")
@@ -588,18 +736,20 @@ def write_report(
     out = Path(out_dir)
     figures_dir = out / "figures"
     figures_dir.mkdir(parents=True, exist_ok=True)
+    for stale in ("plotly.min.js", *(f"{s.key}.html" for s in sections)):
+        (figures_dir / stale).unlink(missing_ok=True)  # an older report's copies
     figures = []
     for section in sections:
         if section.figure is not None:
-            path = figures_dir / f"{section.key}.html"
-            # "directory": the figure files share one plotly.min.js beside them
-            section.figure.write_html(path, include_plotlyjs="directory", full_html=True)
+            path = figures_dir / f"{section.key}.json"
+            section.figure.write_json(path)  # the figure's data: plotly.js lives in the report
             figures.append(path)
     page = render_html(
         study.study_name,
-        summary_html(study, metric, spec, warnings, budget_text(unit, max_step)),
+        summary_html(study, metric, spec, warnings, budget_text(unit, max_step), unit),
         sections,
         pruning_html(pruning),
+        trials_html(study),
     )
     report = out / "report.html"
     report.write_text(page, encoding="utf-8")

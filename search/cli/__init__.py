@@ -1,9 +1,10 @@
 """The `tunelab` command line: a thin typer layer over StudySpec and the study machinery.
 
-Every user error ends as one line on stderr and exit code 2; Ctrl-C exits 130 and SIGTERM
-143, with every MLflow run closed. The commands live by role: `study.py` (run, create, worker,
-studies, best), `analysis.py` (report, evaluate), `servers.py` (dashboard, ui); their options
-come from StudySpec through `options.py`.
+Every user error ends as one line on stderr and exit code 2; a search that diverged exits 3;
+Ctrl-C exits 130 and SIGTERM 143, with every MLflow run closed (common.py lists the codes).
+The commands live by role: `study.py` (run, create, worker, studies, best, trials),
+`analysis.py` (report, evaluate), `servers.py` (dashboard, ui), `launch.py` (launch slurm);
+their options come from StudySpec through `options.py`.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import warnings
 
 import typer
 
-from tunelab.search.cli import analysis, servers, study, tasks
+from tunelab.search.cli import analysis, launch, servers, study, tasks
 from tunelab.search.cli.common import (
     EXIT_GAVE_UP,
     EXIT_SIGINT,
@@ -22,6 +23,7 @@ from tunelab.search.cli.common import (
     NoInterruptTraceback,
     error,
 )
+from tunelab.search.cli.options import CommandGroup
 from tunelab.search.spec import SpecError
 
 __all__ = ["main", "make_app"]
@@ -30,6 +32,7 @@ __all__ = ["main", "make_app"]
 def make_app() -> typer.Typer:
     """The `tunelab` app with every command."""
     app = typer.Typer(
+        cls=CommandGroup,  # help panels without mid-sentence breaks or a type for --help
         name="tunelab",
         help="Hyperparameter search for PyTorch image models: Optuna studies tracked in MLflow.",
         add_completion=False,
@@ -42,6 +45,7 @@ def make_app() -> typer.Typer:
         study.worker,
         study.studies,
         study.best,
+        study.trials,
         tasks.tasks,
         analysis.report,
         servers.dashboard,
@@ -49,6 +53,7 @@ def make_app() -> typer.Typer:
         analysis.evaluate,
     ):
         app.command()(command)
+    app.add_typer(launch.app)  # tunelab launch slurm
     return app
 
 
@@ -63,12 +68,14 @@ def main(argv: list[str] | None = None) -> int:
     from tunelab.search.adapters.signals import interrupt_once
     from tunelab.search.adapters.tracking import telemetry_env
 
+    # what a study writes (its databases, checkpoints, artifacts, reports) is its user's alone
+    os.umask(0o077)
     os.environ.update(telemetry_env())
     os.environ.update(quiet_env())  # before mlflow is imported: it reads its level then
     # Optuna flags heartbeats, retries and grouped TPE as experimental: chosen on purpose here.
     warnings.filterwarnings("ignore", message=".*experimental.*")
     warnings.filterwarnings("ignore", category=FutureWarning, module="optuna")
-    interrupt_once()
+    interrupt_once(stop_at_rung=True)  # SIGTERM: at the running trial's next rung
     import optuna
 
     for handler in optuna.logging.get_logger("optuna").handlers:
@@ -83,11 +90,14 @@ def main(argv: list[str] | None = None) -> int:
     except typer.Abort:
         return EXIT_SIGINT
     except Exception as exc:
-        from tunelab.search.study.recovery import WorkerGaveUp
+        from tunelab.search.scheduler.worker import WorkerGaveUp
+        from tunelab.search.study.orchestration import WorkersFailed
 
         if isinstance(exc, WorkerGaveUp):
             error(str(exc))
             return EXIT_GAVE_UP
+        if isinstance(exc, WorkersFailed):  # each worker said why in its own line
+            return exc.code
         if not _is_click_usage_error(exc):
             raise
         if type(exc).__name__ == "NoArgsIsHelpError":

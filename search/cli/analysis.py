@@ -6,7 +6,8 @@ from typing import Annotated
 
 import typer
 
-from tunelab.search.cli.common import StorageOpt, interruptible, say
+from tunelab.search.adapters.logs import say
+from tunelab.search.cli.common import StorageOpt, interruptible
 from tunelab.search.spec import storage_url
 
 StoredTrackingOpt = Annotated[

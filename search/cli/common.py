@@ -11,13 +11,21 @@ import typer
 
 from tunelab.objectives.interruptions import interruption_in
 from tunelab.search.adapters.signals import Terminated
-from tunelab.search.spec import DEFAULT_STORAGE, STORAGE_ENV
+from tunelab.search.spec import DEFAULT_STORAGE, STORAGE_ENV, mask_urls
 
 EXIT_GAVE_UP = 1
 """A worker stopped after several trials in a row failed (not the input's fault)."""
 EXIT_USAGE = 2
+"""Bad input: one line on stderr, nothing written."""
+EXIT_DIVERGED = 3
+"""The search diverged: no configuration completed and every one that ended stopped on a
+non-finite loss or metric (the summary's last line says so). Distinct from 1 and 2 because
+neither a retry of the same command nor other input syntax fixes it: the model, its loss or
+the searched ranges must change."""
 EXIT_SIGINT = 130
+"""Ctrl-C."""
 EXIT_SIGTERM = 143
+"""SIGTERM (docker stop, a Slurm time limit, a pod's termination)."""
 T = TypeVar("T")
 
 StorageOpt = Annotated[
@@ -31,14 +39,9 @@ StorageOpt = Annotated[
 """The `--storage` option of the commands that read an existing study."""
 
 
-def say(text: str, quiet: bool = False) -> None:
-    """A progress line on stderr (stdout carries results)."""
-    if not quiet:
-        print(text, file=sys.stderr, flush=True)
-
-
 def error(message: str) -> None:
-    print(f"tunelab: error: {message}", file=sys.stderr)
+    """The one line of a command that failed; a URL in it is shown without its password."""
+    print(f"tunelab: error: {mask_urls(message)}", file=sys.stderr)
 
 
 def interruptible(body: Callable[[], T]) -> T:

@@ -1,23 +1,21 @@
-"""The commands that make and run studies: `run`, `create`, `worker`, `studies`, `best`."""
+"""The commands that make, run and read studies: `run`, `create`, `worker`, `studies`, `best`,
+`trials`."""
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import os
 import socket
-import sys
 import time
-from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
 from tunelab.search.adapters.storage import shown_url
-from tunelab.search.cli.common import StorageOpt, interruptible, say
+from tunelab.search.cli.common import EXIT_DIVERGED, StorageOpt, interruptible
 from tunelab.search.cli.options import argument, keyword, with_parameters
-from tunelab.search.spec import SpecError, StudySpec, build_spec, storage_url
+from tunelab.search.spec import StudySpec, build_spec, storage_url
 
 TASK = argument(
     "task", str, "Task: cnn, vae, gan, a name `tunelab tasks` lists, or package.module:Class."
@@ -33,51 +31,46 @@ CONFIG = keyword(
 def run(task: str, config: str | None, **options: Any) -> None:
     """Create or resume a study and run it to its target number of finished trials, or for
     its time budget."""
+    from tunelab.search.study.orchestration import run_spec
+
     started = time.time()
     spec = _spec(task, config, options, started)
-    interruptible(lambda: run_spec(spec))
+    _exit_if_diverged(interruptible(lambda: run_spec(spec)))
+
+
+def _exit_if_diverged(study) -> None:
+    """A search whose every configuration diverged is no result: exit EXIT_DIVERGED (the
+    summary has said why in its last line), so that a script or CI job notices."""
+    from tunelab.search.study.summary import SearchSummary
+
+    if SearchSummary.of(study).diverged:
+        raise typer.Exit(EXIT_DIVERGED)
 
 
 @with_parameters([TASK, CONFIG])
 def create(task: str, config: str | None, **options: Any) -> None:
     """Create a study without running trials, for `tunelab worker` (same options as run)."""
+    from tunelab.search.study.orchestration import create_study
+
     spec = _spec(task, config, options, time.time())
     study, plan = create_study(spec)
     storage = shown_url(spec.storage)
-    target = spec.trial_target or "no"
-    print(f"study '{study.study_name}' ready in {storage}: target {target} trials")
+    from tunelab.search.study.summary import counted
+
+    target = spec.trial_target
+    aim = "no trial target" if target is None else f"target {counted(target, 'trial')}"
+    print(f"study '{study.study_name}' ready in {storage}: {aim}")
     print(f"trial budget: {plan.budget.describe()}")
     print(f"join it with: tunelab worker {study.study_name} --storage {storage}")
 
 
-def create_study(spec: StudySpec):
-    """Create (or check and resume) a study with its MLflow parent run; no trial runs.
-    Returns the study and its budget plan."""
-    from tunelab.search.adapters.logs import library_logs
-    from tunelab.search.study.prepare import prepare
-    from tunelab.search.study.run import attach_parent_run, open_study
-    from tunelab.search.study.workers import plan_workers
-
-    library_logs(spec.verbose)
-    prepared = prepare(spec)
-    workers = plan_workers(spec, prepared.device, prepared.data)
-    study, plan = open_study(prepared, workers=workers.workers, threads=workers.threads)
-    attach_parent_run(prepared, study)  # before workers start, so they all share it
-    return study, plan
-
-
 def _spec(task: str, config: str | None, options: dict[str, Any], started: float) -> StudySpec:
     """The spec of `run` / `create`; a time budget counts from the command's start."""
+    from tunelab.search.study.orchestration import with_deadline
+
     # a flag left off arrives as False: None lets the config file set it
     options = {k: None if v is False else v for k, v in options.items()}
     return with_deadline(build_spec(task, config, options), started)
-
-
-def with_deadline(spec: StudySpec, started: float) -> StudySpec:
-    """A time budget counts from `started` (the command's start)."""
-    if spec.timeout and spec.deadline is None:
-        spec = dataclasses.replace(spec, deadline=started + spec.timeout)
-    return spec
 
 
 STUDY = argument("study", str, "Name of an existing study.")
@@ -91,131 +84,25 @@ WORKER_INDEX = keyword(
 @with_parameters([STUDY, WORKER_INDEX], joining=True)
 def worker(study: str, worker_index: int | None, **options: Any) -> None:
     """Join an existing study (from another shell, container or machine) until its target."""
+    from tunelab.search.study.orchestration import run_spec, with_deadline
     from tunelab.search.study.queries import join_spec
 
     started = time.time()
     options = {k: None if v is False else v for k, v in options.items()}
-    spec = join_spec(study, storage_url(options.pop("storage")), options)
-    if spec.timeout and spec.deadline is None:
-        spec = dataclasses.replace(spec, deadline=started + spec.timeout)
+    spec = with_deadline(join_spec(study, storage_url(options.pop("storage")), options), started)
     # Containers all have PID 1-ish: mix in the host name so scaled workers differ. A worker
     # of `run --workers` (given its index) leaves the summary to that command.
     index = worker_index if worker_index is not None else _worker_seed_index()
     report = worker_index is None
-    interruptible(lambda: run_spec(spec, worker_index=index, joining=True, report=report))
-
-
-def run_spec(spec: StudySpec, worker_index: int = 0, joining: bool = False, report: bool = True):
-    """Run a study to its target (what `run` and `worker` do); prints its summary when
-    `report`. Returns the study."""
-    from tunelab.search.adapters.logs import library_logs
-    from tunelab.search.study.prepare import prepare
-    from tunelab.search.study.progress import StudyProgress
-    from tunelab.search.study.run import attach_parent_run, count_finished, open_study, run_study
-    from tunelab.search.study.workers import WorkerPlan, launch_workers, plan_workers
-
-    library_logs(spec.verbose)  # the progress display or --quiet lines replace theirs
-    prepared = prepare(spec)
-    machine = plan_workers(spec, prepared.device, prepared.data)
-    if joining:  # a joining worker is one process, whatever the machine
-        machine = WorkerPlan(1, spec.threads)
-    study, plan = open_study(prepared, workers=machine.workers, threads=machine.threads)
-    say(f"{prepared.data.summary()}", spec.quiet or not report)
-    say(
-        f"trial budget: {plan.budget.describe()}; {machine.describe(prepared.device)}",
-        spec.quiet or not report,
+    study_run = interruptible(
+        lambda: run_spec(spec, worker_index=index, joining=True, report=report)
     )
-    if machine.workers > 1:
-        attach_parent_run(prepared, study)  # one parent run before the workers start
-        if spec.storage.startswith("sqlite"):
-            say(
-                "note: several workers share SQLite through file locks; use PostgreSQL "
-                "for shared or multi-machine work"
-            )
-        code = launch_workers(spec, machine, study, plan.budget)
-        _summary(spec, study, prepared.task.metric)
-        if code:
-            raise typer.Exit(code)
-        return study
-    if spec.quiet:
-        outcome = run_study(prepared, worker_index=worker_index, threads=machine.threads)
-    else:
-        done = count_finished(study)
-        display = StudyProgress(
-            spec.name, spec.trial_target, done, plan.budget, prepared.task.direction
-        )
-        with display:
-            outcome = run_study(
-                prepared, worker_index=worker_index, progress=display, threads=machine.threads
-            )
     if report:
-        _summary(spec, outcome.study, prepared.task.metric)
-    return outcome.study
-
-
-def _summary(spec: StudySpec, study, metric: str) -> None:
-    from tunelab.search.adapters.tracking import StudyTracker, is_server
-    from tunelab.search.study.pareto import front_lines
-    from tunelab.search.study.queries import best_trial_info
-    from tunelab.search.study.run import count_finished
-    from tunelab.search.study.summary import SearchSummary
-
-    tracker = StudyTracker.for_spec(spec)
-    summary = SearchSummary.of(study)
-    target = spec.trial_target
-    if target is not None:
-        print(f"study '{study.study_name}': {count_finished(study)}/{target} finished trials")
-    print(f"study '{study.study_name}': {summary.counts()}")
-    try:
-        info = best_trial_info(study)
-    except SpecError:
-        print("no complete trial yet")
-        return
-    print(
-        f"best trial {info['trial']}: {info['metric']} = {info['value']:.6g} "
-        f"(step {info['best_step']}, MLflow run {info['mlflow_run_id']})"
-    )
-    if info["mlflow_run_id"]:
-        print(f"  {tracker.run_url(info['mlflow_run_id'])}")
-    for line in front_lines(info):
-        print(line)
-    against = summary.against_default(metric)
-    if against:
-        print(f"  {against}")
-    _note_for_dashboard(study, summary, metric)
-    for name, value in info["params"].items():
-        print(f"  {name} = {value}")
-    me = sys.argv[0] if Path(sys.argv[0]).name == "tunelab" else "tunelab"
-    storage, tracking = shown_url(spec.storage), shown_url(spec.tracking_uri)
-    print("see the results:")
-    if is_server(tracking):
-        print(f"  MLflow UI: {tracker.experiment_url()}")
-    else:
-        print(f"  {me} ui --tracking-uri {tracking}   # MLflow UI: {tracker.experiment_url()}")
-    print(f"  {me} dashboard --storage {storage}   # optuna-dashboard, http://127.0.0.1:8080")
-    print(f"  {me} report {study.study_name} --storage {storage}   # HTML report")
-
-
-def _note_for_dashboard(study, summary, metric: str) -> None:
-    """What the search found, and the importances that count pruned trials, as the study's
-    note in optuna-dashboard."""
-    import optuna_dashboard
-
-    from tunelab.search.analysis.importance import dashboard_note, rung_importance
-    from tunelab.search.study.budget import recorded_budget
-
-    unit, _ = recorded_budget(study)
-    rung, why_not = rung_importance(study)
-    lines = [summary.counts()]
-    against = summary.against_default(metric)
-    if against:
-        lines.append(against)
-    optuna_dashboard.save_note(study, dashboard_note(lines, rung, why_not, unit))
+        _exit_if_diverged(study_run)
 
 
 def studies(storage: StorageOpt = None) -> None:
-    """List the studies in the storage with their progress and best value."""
-    from rich.console import Console
+    """List the studies in the storage with their trials by state and best value."""
     from rich.table import Table
 
     from tunelab.search.study.queries import study_rows
@@ -230,9 +117,10 @@ def studies(storage: StorageOpt = None) -> None:
         "data set",
         "metric",
         "direction",
-        "finished",
+        "complete",
         "pruned",
         "failed",
+        "running",
         "target",
         "best",
     )
@@ -244,16 +132,14 @@ def studies(storage: StorageOpt = None) -> None:
             r["dataset"],
             r["metric"],
             r["direction"],
-            str(r["complete"] + r["pruned"]),
+            str(r["complete"]),
             str(r["pruned"]),
             str(r["failed"]),
+            str(r["running"]),
             str(r["target"] or "-"),
             best,
         )
-    console = Console()
-    if not console.is_terminal:  # piped: don't squeeze the table into 80 columns
-        console = Console(width=200)
-    console.print(table)
+    _console().print(table)
 
 
 def best(
@@ -266,16 +152,87 @@ def best(
     from tunelab.search.study.pareto import front_lines
     from tunelab.search.study.queries import best_trial_info, load_study
 
-    info = best_trial_info(load_study(study, storage_url(storage)))
+    study_obj = load_study(study, storage_url(storage))
+    info = best_trial_info(study_obj)
     if as_json:
         print(json.dumps(info, indent=2))
         return
     print(f"{info['study']}: best trial {info['trial']}, {info['metric']} = {info['value']:.6g}")
-    print(f"  MLflow run {info['mlflow_run_id']}, best step {info['best_step']}")
+    print(f"  MLflow run {info['mlflow_run_id']}, best weights at {_position(study_obj, info)}")
     for name, value in info["params"].items():
         print(f"  {name} = {value}")
     for line in front_lines(info):  # a multi-objective study: its whole front
         print(line)
+
+
+def _position(study, info: dict) -> str:
+    from tunelab.search.study.queries import study_budget
+    from tunelab.search.study.summary import position
+
+    budget = study_budget(study)
+    return position(info["best_step"], "epochs" if budget is None else budget.unit)
+
+
+def trials(
+    study: Annotated[str, typer.Argument(help="Study name.")],
+    storage: StorageOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """List a study's trials: state, value, why each ended, duration, the rung it reached,
+    its retries and continuations, and its parameters."""
+    from rich.table import Table
+
+    from tunelab.search.study.queries import (
+        duration_text,
+        lineage_text,
+        load_study,
+        reached_text,
+        trial_rows,
+    )
+
+    rows = trial_rows(load_study(study, storage_url(storage)))
+    if as_json:
+        print(json.dumps(rows, indent=2))
+        return
+    if not rows:
+        print(f"study '{study}' has no trials yet")
+        return
+    multi = any(r["values"] and len(r["values"]) > 1 for r in rows)
+    table = Table("trial", "state", "values" if multi else "value", "reached", "duration")
+    table.add_column("why it ended", overflow="fold")
+    table.add_column("lineage")
+    table.add_column("parameters", overflow="fold")
+    for r in rows:
+        table.add_row(
+            str(r["trial"]),
+            r["state"],
+            _values_text(r, multi),
+            reached_text(r),
+            duration_text(r["duration_s"]),
+            r["reason"] or "",
+            lineage_text(r),
+            ", ".join(f"{k}={_short(v)}" for k, v in r["params"].items()),
+        )
+    _console().print(table)
+
+
+def _values_text(row: dict, multi: bool) -> str:
+    if multi and row["values"]:
+        return ", ".join(f"{k} {v:.6g}" for k, v in row["values"].items())
+    return "-" if row["value"] is None else f"{row['value']:.6g}"
+
+
+def _short(value: Any) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def _console():
+    from rich.console import Console
+
+    console = Console()
+    if not console.is_terminal:  # piped: don't squeeze the table into 80 columns
+        console = Console(width=200)
+    return console
 
 
 def _worker_seed_index() -> int:

@@ -23,7 +23,7 @@ import torch
 from tunelab.objectives import keys
 from tunelab.objectives.budget import TrialBudget, epoch_budget
 from tunelab.objectives.graphs import WARM_UP_STEPS as GRAPH_WARM_UP_STEPS
-from tunelab.objectives.runner import LoopConfig, Precision, TrialTraining
+from tunelab.objectives.training import LoopConfig, Precision, TrialTraining
 from tunelab.search.spec import DEFAULT_EPOCHS, SpecError, StudySpec, stored_values
 from tunelab.search.study.prepare import Prepared
 
@@ -150,11 +150,12 @@ def measure_throughput(prepared: Prepared, budget: TrialBudget, threads: int | N
             training = TrialTraining(task, hp, prepared.data.channels_last(), loop, seed=0)
             steps = training.steps()
             for _ in range(WARMUP_STEPS):
-                next(steps)
+                next(steps, None)  # a task whose training ends by itself (a function's loop)
             _sync(prepared.device)
             start, images = time.perf_counter(), training.state.images
             while time.perf_counter() - start < CALIBRATION_S:
-                next(steps)
+                if next(steps, None) is None:  # ... is timed on what it trained
+                    break
             _sync(prepared.device)
             train_s = time.perf_counter() - start
             trained = training.state.images - images

@@ -3,24 +3,21 @@
 A study name does not identify a study: the same name exists in two storages (the default
 names make it likely), and a study deleted and created again gets its old name. The id is set
 when tunelab creates the study; a study created by an earlier tunelab gets one from the first
-worker that needs it (exactly one, through a claim in its database).
+worker that needs it (exactly one: under the study's decision lock, a worker reads the id and
+writes one only if there is none).
 """
 
 from __future__ import annotations
 
 import re
-import time
 import uuid
 
 import optuna
 
 from tunelab.objectives import keys
-from tunelab.search.adapters.claims import claim
+from tunelab.search.adapters.storage import rdb_of
+from tunelab.search.adapters.transient import retrying
 
-UID_CLAIM = "study-uid"
-"""The claim the one worker that adds the id to an older study holds."""
-UID_WAIT_S = 10.0
-"""How long the other workers wait for that worker's write (it follows its claim at once)."""
 NAME_PART = 40
 """Characters of the study name kept in its store key, for people browsing the store."""
 
@@ -34,19 +31,13 @@ def study_uid(study: optuna.Study) -> str:
     uid = study.user_attrs.get(keys.STUDY_UID)
     if uid:
         return uid
-    if claim(study, UID_CLAIM):
+    storage = rdb_of(study)
+    if storage is None:  # an in-memory study: one process
         study.set_user_attr(keys.STUDY_UID, new_study_uid())
         return study.user_attrs[keys.STUDY_UID]
-    deadline = time.monotonic() + UID_WAIT_S
-    while time.monotonic() < deadline:
-        time.sleep(0.2)
-        uid = study.user_attrs.get(keys.STUDY_UID)
-        if uid:
-            return uid
-    # The claim's holder died before writing, or the claim outlived a deleted study whose
-    # database id was given again: write one ourselves.
-    study.set_user_attr(keys.STUDY_UID, new_study_uid())
-    return study.user_attrs[keys.STUDY_UID]
+    return retrying(
+        lambda: storage.set_study_attr_once(study._study_id, keys.STUDY_UID, new_study_uid())
+    )
 
 
 def study_key(study: optuna.Study) -> str:

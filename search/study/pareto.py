@@ -181,7 +181,8 @@ def front_lines(info: dict[str, Any]) -> list[str]:
         [str(r["trial"]), *(f"{r['values'][n]:.6g}" for n in names)] for r in info["front"]
     ]
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    lines = [f"Pareto front: {len(info['front'])} trials ({heading})"]
+    size = len(info["front"])
+    lines = [f"Pareto front: {size} trial{'' if size == 1 else 's'} ({heading})"]
     for row in rows:
         lines.append(
             "  " + "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import datetime
+import json
 import os
 import time
 from collections.abc import Callable
@@ -13,9 +15,11 @@ import optuna
 from optuna.trial import TrialState
 
 from tunelab.objectives import keys
-from tunelab.search.adapters.storage import check_database, open_storage
+from tunelab.objectives.budget import TrialBudget
+from tunelab.search.adapters.storage import check_database, open_storage, shown_url
 from tunelab.search.adapters.tracking import check_tracking_uri
 from tunelab.search.adapters.transient import retrying
+from tunelab.search.scheduler import lineage
 from tunelab.search.spec import (
     MASKED_PASSWORD,
     TRACKING_ENV,
@@ -34,6 +38,7 @@ from tunelab.search.study.pareto import (
     primary_direction,
     primary_value,
 )
+from tunelab.search.study.summary import BY_THE_PRUNER, INTERRUPTED, counted, position
 
 CONNECT_ATTEMPTS_ENV = "TUNELAB_CONNECT_ATTEMPTS"
 """Environment variable: reachability checks a joining worker makes before it gives up."""
@@ -49,7 +54,8 @@ def load_study(name: str, storage_url: str) -> optuna.Study:
     except KeyError:
         names = optuna.get_all_study_names(storage)
         known = ", ".join(names) if names else "none"
-        raise SpecError(f"no study '{name}' in {storage_url} (studies: {known})") from None
+        where = shown_url(storage_url)
+        raise SpecError(f"no study '{name}' in {where} (studies: {known})") from None
 
 
 def stored_spec(study: optuna.Study, **overrides: Any) -> StudySpec:
@@ -152,3 +158,149 @@ def best_trial_info(study: optuna.Study) -> dict:
         info["directions"] = directions(study)
         info["front"] = front_rows(study)
     return info
+
+
+def study_budget(study: optuna.Study) -> TrialBudget | None:
+    """The trial budget recorded on a study (None: a study of tunelab 0.1 or not tunelab's),
+    read without the planning machinery (and torch) that wrote it."""
+    text = study.user_attrs.get(keys.BUDGET)
+    if not text:
+        return None
+    try:
+        return TrialBudget(**json.loads(text)["budget"])
+    except (ValueError, KeyError, TypeError):  # a record of another version: no rungs shown
+        return None
+
+
+def _reached(trial: optuna.trial.FrozenTrial) -> int | None:
+    """The last step a trial trained to: recorded when complete, else its last rung."""
+    recorded = keys.trial_attr(trial, keys.STEPS_RUN)
+    if recorded is not None:
+        return int(recorded)
+    rungs = trial.user_attrs.get(keys.RUNG_SCORES, {})  # a multi-objective trial's rungs
+    return max([*trial.intermediate_values, *map(int, rungs)], default=None)
+
+
+def _state_name(trial: optuna.trial.FrozenTrial) -> str:
+    if lineage.is_paused(trial):
+        return "paused"
+    if trial.state == TrialState.FAIL and keys.trial_attr(trial, keys.FAIL_REASON) == INTERRUPTED:
+        return "interrupted"
+    return {TrialState.COMPLETE: "complete", TrialState.FAIL: "failed"}.get(
+        trial.state, trial.state.name.lower()
+    )
+
+
+def _reason(trial: optuna.trial.FrozenTrial, state: str, unit: str) -> str | None:
+    """Why the trial ended as it did, in full (the summary groups these)."""
+    recorded = keys.trial_attr(trial, keys.FAIL_REASON)
+    if recorded:
+        return str(recorded)
+    if state == "complete":
+        if trial.user_attrs.get(keys.STOPPED_AT_DEADLINE):
+            return "ended by the time budget"
+        if keys.trial_attr(trial, keys.EARLY_STOPPED):
+            return "early-stopped"
+        return None
+    if state == "paused":
+        return f"paused by successive halving at {position(lineage.paused_at(trial), unit)}"
+    if state == "pruned":
+        return BY_THE_PRUNER
+    return None
+
+
+def _duration(trial: optuna.trial.FrozenTrial, now: datetime.datetime) -> float | None:
+    if trial.datetime_start is None:
+        return None
+    end = trial.datetime_complete or (now if trial.state == TrialState.RUNNING else None)
+    return None if end is None else round((end - trial.datetime_start).total_seconds(), 3)
+
+
+def trial_rows(study: optuna.Study) -> list[dict[str, Any]]:
+    """Every trial of a study, as `tunelab trials` and the report list them: state, value
+    (the objectives of a multi-objective study), parameters, why it ended, duration, the
+    step and rung it reached, and its lineage (the trial it retries or continues, and the
+    trials that retried or continued it)."""
+    trials = study.get_trials(deepcopy=False)
+    names = objective_names(study)
+    budget = study_budget(study)
+    retried = lineage.successors(trials, lineage.RETRY)
+    continued = lineage.successors(trials, lineage.CONTINUATION)
+    now = datetime.datetime.now()
+    rows = []
+    for trial in trials:
+        state = _state_name(trial)
+        unit = "epochs" if budget is None else budget.unit
+        reached = _reached(trial)
+        rung = None
+        if reached is not None and budget is not None:
+            rung = reached // budget.rung if budget.unit == "images" else reached
+        values = None
+        if trial.values is not None:
+            values = dict(zip(names, trial.values, strict=False))
+        rows.append(
+            {
+                "trial": trial.number,
+                "state": state,
+                "value": primary_value(trial) if trial.values else None,
+                "values": values,
+                "params": trial.params,
+                "reason": _reason(trial, state, unit),
+                "duration_s": _duration(trial, now),
+                "reached_step": reached,
+                "rung": rung,
+                "max_rungs": None if budget is None else budget.max_rungs,
+                "unit": unit,
+                "configuration": lineage.root(trial),
+                "retry_of": lineage.retry_of(trial),
+                "continues": lineage.resume_of(trial),
+                "resumed_at_step": lineage.resumed_at(trial) or None,
+                "retried_by": retried.get(trial.number),
+                "continued_by": continued.get(trial.number),
+                "default": lineage.is_default(trial),
+                "mlflow_run_id": keys.trial_attr(trial, keys.MLFLOW_RUN_ID),
+            }
+        )
+    return rows
+
+
+def reached_text(row: dict[str, Any]) -> str:
+    """Where a trial's training got to, in words: 'rung 2/10 (2,514 images)'."""
+    step = row["reached_step"]
+    if step is None:
+        return "-"
+    where = f"epoch {step}" if row["unit"] == "epochs" else counted(step, "image")
+    if row["rung"] is None or row["unit"] == "epochs":
+        return where if row["max_rungs"] is None else f"{where}/{row['max_rungs']}"
+    return f"rung {row['rung']}/{row['max_rungs']} ({where})"
+
+
+def lineage_text(row: dict[str, Any]) -> str:
+    """A trial's links to the other trials of its configuration, in words."""
+    parts = []
+    if row["retry_of"] is not None:
+        parts.append(f"retries {row['retry_of']}")
+    if row["continues"] is not None:
+        parts.append(f"continues {row['continues']}")
+    if row["resumed_at_step"]:
+        parts.append(f"from step {row['resumed_at_step']:,}")
+    if row["retried_by"] is not None:
+        parts.append(f"retried by {row['retried_by']}")
+    if row["continued_by"] is not None:
+        parts.append(f"continued by {row['continued_by']}")
+    if row["default"] and row["retry_of"] is None and row["continues"] is None:
+        parts.append("default configuration")
+    return ", ".join(parts)
+
+
+def duration_text(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    minutes, rest = divmod(int(round(seconds)), 60)
+    return (
+        f"{minutes // 60}:{minutes % 60:02d}:{rest:02d}"
+        if minutes >= 60
+        else f"{minutes}:{rest:02d}"
+    )

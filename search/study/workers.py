@@ -22,7 +22,7 @@ from optuna.trial import TrialState
 
 from tunelab.objectives.budget import TrialBudget
 from tunelab.objectives.data import DataBundle
-from tunelab.search.adapters.signals import Terminated
+from tunelab.search.adapters.signals import Terminated, stop_if_requested
 from tunelab.search.spec import STORAGE_ENV, TRACKING_ENV, StudySpec
 from tunelab.search.study.progress import StudyProgress
 
@@ -57,7 +57,7 @@ def usable_cores() -> int:
 def plan_workers(spec: StudySpec, device: torch.device, data: DataBundle) -> WorkerPlan:
     """Workers and threads per worker on this machine: --workers and --threads where given;
     otherwise one worker per GPU, or on a CPU one single-threaded worker per core (as many as
-    memory holds)."""
+    memory holds, and no more than the trial target)."""
     if device.type == "cuda":
         return WorkerPlan(spec.workers or max(1, torch.cuda.device_count()), spec.threads)
     if device.type != "cpu":  # one accelerator shared by every process would only contend
@@ -67,6 +67,8 @@ def plan_workers(spec: StudySpec, device: torch.device, data: DataBundle) -> Wor
         return WorkerPlan(spec.workers, spec.threads or max(1, cores // spec.workers))
     threads = spec.threads or 1
     workers = max(1, cores // threads)
+    if spec.trial_target is not None:  # a worker beyond the trials to run only starts up
+        workers = min(workers, spec.trial_target)
     return WorkerPlan(min(workers, _memory_cap(data)), threads)
 
 
@@ -124,6 +126,7 @@ def launch_workers(
             if display:
                 _show(display, study)
             time.sleep(POLL_S)
+            stop_if_requested()  # a SIGTERM: forwarded to the workers below
         if display:
             _show(display, study)
     except KeyboardInterrupt as interrupt:

@@ -31,6 +31,8 @@ import kubernetes_validate
 import pytest
 import yaml
 
+pytestmark = pytest.mark.slow  # kubectl kustomize and the containers' commands run as processes
+
 REPO = Path(__file__).resolve().parents[2]
 DEPLOY = REPO / "deploy" / "kubernetes"
 TARGETS = ("base", "overlays/gpu", "overlays/external-db")
@@ -214,6 +216,7 @@ def test_every_rendered_object_is_valid_kubernetes(rendered, target, version):
     names = {(d["kind"], d["metadata"]["name"]) for d in docs}
     expected = {("Deployment", "mlflow"), ("Deployment", "dashboard"), ("Job", "create")}
     expected |= {("Job", "worker"), ("Secret", SECRET_NAME), ("Namespace", "tunelab")}
+    expected |= {("NetworkPolicy", "mlflow"), ("NetworkPolicy", "dashboard")}
     with_db = {("StatefulSet", "postgres"), ("Service", "postgres"), ("NetworkPolicy", "postgres")}
     assert expected <= names
     if target == "overlays/external-db":
@@ -257,8 +260,7 @@ def test_no_exposure_outside_the_cluster(rendered, target):
 @pytest.mark.parametrize("target", ["base", "overlays/gpu"])
 def test_only_tunelab_pods_reach_the_database_on_5432(rendered, target):
     docs = rendered[target]
-    (policy,) = by_kind(docs, "NetworkPolicy")
-    spec = policy["spec"]
+    spec = find(docs, "NetworkPolicy", "postgres")["spec"]
     database = find(docs, "StatefulSet", "postgres")["spec"]["template"]
     assert labels_match(spec["podSelector"]["matchLabels"], database["metadata"]["labels"])
     assert "Ingress" in spec["policyTypes"]
@@ -276,6 +278,95 @@ def test_only_tunelab_pods_reach_the_database_on_5432(rendered, target):
         assert labels_match(selector, labels), owner
         assert labels["app.kubernetes.io/name"] and labels["app.kubernetes.io/component"], owner
     assert not labels_match(selector, {"app.kubernetes.io/name": "something-else"})
+
+
+def selects(selector: Mapping[str, Any], labels: Mapping[str, str]) -> bool:
+    """Whether a label selector (matchLabels and matchExpressions, as Kubernetes evaluates
+    them) selects a pod with `labels`."""
+    if not labels_match(selector.get("matchLabels", {}), labels):
+        return False
+    for rule in selector.get("matchExpressions", []):
+        key, operator, values = rule["key"], rule["operator"], rule.get("values", [])
+        present = key in labels
+        holds = {
+            "In": present and labels.get(key) in values,
+            "NotIn": not present or labels.get(key) not in values,
+            "Exists": present,
+            "DoesNotExist": not present,
+        }[operator]
+        if not holds:
+            return False
+    return True
+
+
+def test_selects_follows_kubernetes_rules():
+    rule = {"key": "c", "operator": "In", "values": ["x", "y"]}
+    selector = {"matchLabels": {"a": "1"}, "matchExpressions": [rule]}
+    assert selects(selector, {"a": "1", "c": "y"})
+    assert not selects(selector, {"a": "1", "c": "z"}) and not selects(selector, {"a": "1"})
+    assert not selects(selector, {"a": "2", "c": "x"})
+    assert selects({}, {"any": "pod"})  # an empty selector selects every pod
+
+
+def admitted(policy: dict, pod_labels: Mapping[str, str], port: int) -> bool:
+    """Whether an ingress policy lets a pod of this namespace with `pod_labels` reach `port`."""
+    for rule in policy["spec"].get("ingress") or []:
+        ports = [p["port"] for p in rule.get("ports", [])]
+        if ports and port not in ports:
+            continue
+        for peer in rule.get("from", []):
+            if set(peer) == {"podSelector"} and selects(peer["podSelector"], pod_labels):
+                return True
+    return False
+
+
+def tracking_clients(docs: list[dict]) -> set[str]:
+    """The workloads whose containers talk to the MLflow server: they get its URL."""
+    found = set()
+    for owner, template in pods(docs):
+        for container in containers(template["spec"]):
+            if any(e["name"] == "MLFLOW_TRACKING_URI" for e in container.get("env", [])):
+                found.add(owner)
+    return found
+
+
+@needs_kubectl
+@pytest.mark.parametrize("target", TARGETS)
+def test_only_the_studys_own_pods_reach_mlflow_and_no_pod_the_dashboard(rendered, target):
+    """The MLflow server (it serves checkpoints and takes writes) admits the pods that track
+    to it, on 5000, and no other; optuna-dashboard (no login, write endpoints) admits no pod:
+    the user comes in through `kubectl port-forward`, which no policy governs."""
+    docs = rendered[target]
+    servers = {
+        "mlflow": (find(docs, "Deployment", "mlflow"), 5000),
+        "dashboard": (find(docs, "Deployment", "dashboard"), 8080),
+    }
+    clients = tracking_clients(docs)
+    assert clients == {"Job/create", "Job/worker"}, clients
+    for name, (server, port) in servers.items():
+        policy = find(docs, "NetworkPolicy", name)
+        spec = policy["spec"]
+        assert spec["policyTypes"] == ["Ingress"]
+        template = server["spec"]["template"]
+        assert selects(spec["podSelector"], template["metadata"]["labels"]), name
+        (container,) = template["spec"]["containers"]
+        assert port in [p["containerPort"] for p in container["ports"]], name
+        for rule in spec.get("ingress") or []:
+            for peer in rule["from"]:
+                # this namespace's pods only: no namespaceSelector, no IP blocks
+                assert set(peer) == {"podSelector"}, peer
+            assert rule["ports"] == [{"protocol": "TCP", "port": port}], rule
+        for owner, pod in pods(docs):
+            labels = pod["metadata"]["labels"]
+            expected = name == "mlflow" and owner in clients
+            assert admitted(policy, labels, port) is expected, f"{name} <- {owner}"
+        # a pod from elsewhere, even one that copies the part-of label, is not admitted
+        stranger = {"app.kubernetes.io/part-of": "tunelab", "app.kubernetes.io/name": "x"}
+        assert not admitted(policy, stranger, port)
+    assert find(docs, "NetworkPolicy", "dashboard")["spec"]["ingress"] == []
+    # port-forward is the way in: the Services stay ClusterIP, the README says how
+    guide = (DEPLOY / "README.md").read_text()
+    assert "port-forward svc/mlflow" in guide and "port-forward svc/dashboard" in guide
 
 
 # -- (3) no secret in the files or in any process's arguments ------------------------------

@@ -31,6 +31,8 @@ import yaml
 from mlflow import MlflowClient
 from optuna.trial import TrialState
 
+pytestmark = pytest.mark.slow  # docker compose config, scripts and services run as processes
+
 REPO = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = REPO / "docker-compose.yml"
 ENV_EXAMPLE = REPO / ".env.example"
@@ -298,10 +300,70 @@ def test_compose_e2e_removes_its_images_and_their_build_cache(monkeypatch):
     assert ["docker", "builder", "prune", "-f"] not in calls
 
 
-def test_default_study_config_is_a_valid_tunelab_config():
-    from tunelab.search.spec import load_config_file
+def _commented_example(text: str) -> str:
+    """The YAML that a config file's comments show after its "# Examples" line, uncommented."""
+    lines = text.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("# Examples"))
+    return "\n".join(line.removeprefix("#").removeprefix(" ") for line in lines[start + 1 :])
 
-    assert isinstance(load_config_file(REPO / "docker" / "study.yaml"), dict)
+
+def test_default_study_config_is_a_valid_tunelab_config(tmp_path):
+    """docker/study.yaml is the file the create service's --config reads, it builds a valid
+    study with that service's other flags, and so do the examples its comments give."""
+    from tunelab.objectives.registry import get_task
+    from tunelab.search.spec import SpecError, build_spec, load_config_file
+    from tunelab.search.study.prepare import study_space
+
+    study_file = REPO / "docker" / "study.yaml"
+    model = load_compose(read_env_file(ENV_EXAMPLE))
+    create = model["services"]["create"]
+    (mounted,) = create["configs"]
+    assert (REPO / model["configs"][mounted["source"]]["file"]).resolve() == study_file
+    argv = service_argv(create)
+    assert argv[:2] == ["tunelab", "create"]
+
+    def flag(name: str) -> str:
+        return argv[argv.index(name) + 1]
+
+    assert flag("--config") == mounted["target"]
+    task = argv[2]
+    flags = {
+        "study_name": flag("--study-name"),
+        "dataset": flag("--dataset"),
+        "n_trials": int(flag("--n-trials")),
+        "max_epochs": int(flag("--max-epochs")),
+        "checkpoint_dir": flag("--checkpoint-dir"),
+        "tracking_uri": flag("--tracking-uri"),
+        "quiet": "--quiet" in argv,
+    }
+
+    def study(config: Path):
+        spec = build_spec(task, str(config), flags)
+        return spec, study_space(get_task(spec.task, spec.task_options), {}, spec.params)
+
+    spec, _ = study(study_file)  # as shipped
+    assert (spec.task, spec.dataset, spec.n_trials, spec.max_epochs) == ("cnn", "mnist5k", 30, 10)
+    assert spec.name == "cnn-mnist5k"
+
+    example = yaml.safe_load(_commented_example(study_file.read_text()))
+    assert {"sampler", "pruner", "params"} <= set(example), example
+    uncommented = tmp_path / "study.yaml"
+    uncommented.write_text(_commented_example(study_file.read_text()))
+    assert load_config_file(uncommented) == example
+    spec, space = study(uncommented)
+    assert (spec.sampler, spec.pruner) == (example["sampler"], example["pruner"])
+    assert spec.patience == example["patience"]
+    for name, narrowing in example["params"].items():
+        if isinstance(narrowing, dict):  # a narrower range
+            (param,) = [p for p in space.params if p.name == name]
+            assert (param.low, param.high) == (narrowing["low"], narrowing["high"])
+        else:  # a fixed value: no longer searched
+            assert space.fixed[name] == narrowing
+            assert name not in {p.name for p in space.params}
+
+    uncommented.write_text("pruner: hyperbnd\n")  # and a wrong one is refused
+    with pytest.raises(SpecError, match="pruner"):
+        study(uncommented)
 
 
 def _create_databases(**env: str) -> subprocess.CompletedProcess:

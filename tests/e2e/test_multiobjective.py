@@ -76,7 +76,7 @@ def test_two_objective_cnn_study_with_a_constraint(cli, cnn_args, tmp_path):
     # adding to the front's table downloads it: MLflow's progress bar stays off
     assert "Downloading artifacts" not in report.stderr
     page = (tmp_path / "rep" / "report.html").read_text()
-    assert "Pareto front" in page and (tmp_path / "rep" / "figures" / "pareto.html").exists()
+    assert "Pareto front" in page and (tmp_path / "rep" / "figures" / "pareto.json").exists()
 
     # evaluate a chosen point of the front
     chosen = info["front"][-1]["trial"]

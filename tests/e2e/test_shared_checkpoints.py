@@ -23,6 +23,7 @@ from mlflow import MlflowClient
 from optuna.trial import TrialState
 
 from tunelab.objectives import keys
+from tunelab.search.scheduler import lineage
 
 pytestmark = pytest.mark.e2e
 
@@ -153,8 +154,8 @@ def test_a_trial_killed_on_one_worker_resumes_on_another_from_the_shared_store(
     assert study.trials[killed].state == TrialState.FAIL
     assert not study.get_trials(states=(TrialState.RUNNING, TrialState.WAITING))
     (retry,) = study.get_trials(states=(TrialState.COMPLETE, TrialState.PRUNED))
-    assert retry.user_attrs[keys.RESUMED_FROM_TRIAL] == killed
-    resumed_at = retry.user_attrs[keys.RESUMED_AT_STEP]
+    assert lineage.resumed_from(retry) == killed
+    resumed_at = lineage.resumed_at(retry)
     assert resumed_at >= KILL_AFTER * RUNG, "the epochs trained on machine A carried over"
     assert set(retry.intermediate_values) == {RUNG * e for e in range(1, EPOCHS + 1)}
 
@@ -171,8 +172,8 @@ def test_a_trial_killed_on_one_worker_resumes_on_another_from_the_shared_store(
     (dead_run,), (retry_run,) = by_trial[killed], by_trial[retry.number]
     assert dead_run.info.status == "FAILED" and dead_run.data.tags[keys.RECOVERED_TAG] == "true"
     assert retry_run.info.status == "FINISHED"
-    assert retry_run.data.tags[keys.RETRY_OF_TRIAL_TAG] == str(killed)
-    assert int(retry_run.data.tags[keys.RESUMED_AT_STEP_TAG]) == resumed_at
+    assert retry_run.data.tags[lineage.RETRY_OF_TRIAL_TAG] == str(killed)
+    assert int(retry_run.data.tags[lineage.RESUMED_AT_STEP_TAG]) == resumed_at
     steps = [m.step for m in client.get_metric_history(retry_run.info.run_id, "rung/val_accuracy")]
     assert steps == list(range(resumed_at + RUNG, EPOCHS * RUNG + 1, RUNG))
     assert not [r for r in runs if r.info.status == "RUNNING"]

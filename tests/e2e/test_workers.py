@@ -59,7 +59,7 @@ def test_sigkill_then_restart_resumes_the_dead_trial_from_its_checkpoint(
     # Many short epochs: the kill lands mid-trial however fast this machine is.
     args = cnn_args(
         storage,
-        "--n-trials 2 --epochs 25 --patience 25 --pruner none "
+        "--n-trials 1 --epochs 25 --patience 25 --pruner none "
         "--heartbeat-interval 1 --grace-period 2",
     )
     process = cli_popen(args, cwd=tmp_path)
@@ -71,7 +71,7 @@ def test_sigkill_then_restart_resumes_the_dead_trial_from_its_checkpoint(
     result = cli(args, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     study = optuna.load_study(study_name="cnn-digits", storage=storage)
-    assert len(study.get_trials(states=FINISHED)) == 2
+    assert len(study.get_trials(states=FINISHED)) == 1  # the retry: no new configuration
     assert study.trials[killed].state == TrialState.FAIL
     assert not study.get_trials(states=(TrialState.RUNNING,))
 
@@ -100,7 +100,7 @@ def test_signal_ends_the_trial_as_failed_and_the_same_command_finishes(
     cli, cli_popen, cnn_args, running_trials, tmp_path, sig, code
 ):
     storage = f"sqlite:///{tmp_path / 'studies.db'}"
-    args = cnn_args(storage, "--n-trials 2 --epochs 20 --patience 20 --pruner none")
+    args = cnn_args(storage, "--n-trials 1 --epochs 20 --patience 20 --pruner none")
     process = cli_popen(args, cwd=tmp_path)
     stopped = running_trials(storage, "cnn-digits", process).at_rung(1)
     process.send_signal(sig)
@@ -122,7 +122,7 @@ def test_signal_ends_the_trial_as_failed_and_the_same_command_finishes(
     result = cli(args, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     study = optuna.load_study(study_name="cnn-digits", storage=storage)
-    assert len(study.get_trials(states=FINISHED)) == 2
+    assert len(study.get_trials(states=FINISHED)) == 1
     assert any(t.user_attrs.get("tunelab.resumed_from_trial") == stopped for t in study.trials)
 
 

@@ -12,7 +12,7 @@ import pytest
 from mlflow import MlflowClient
 from optuna.trial import TrialState
 
-from tunelab.objectives import keys
+from tunelab.search.scheduler import lineage
 
 pytestmark = pytest.mark.e2e
 
@@ -31,9 +31,9 @@ def test_a_rerun_after_sigkill_resumes_the_dead_trial_and_meets_the_target(
     )
     args = cnn_args(
         storage_url,
-        # 30 epochs of digits (~6 s): a fresh-clone run once saw an 8-epoch trial end
-        # between two polls, after its second rung
-        f"--n-trials {n_trials} --epochs 30 --patience 30 --pruner none "
+        # 15 epochs of digits: a fresh-clone run once saw an 8-epoch trial end between two
+        # polls, after its second rung
+        f"--n-trials {n_trials} --epochs 15 --patience 15 --pruner none "
         f"--heartbeat-interval 10 --grace-period {GRACE}",
     )
     process = cli_popen(args, cwd=tmp_path)
@@ -47,9 +47,9 @@ def test_a_rerun_after_sigkill_resumes_the_dead_trial_and_meets_the_target(
     assert len(study.get_trials(states=FINISHED)) == n_trials
     assert not study.get_trials(states=(TrialState.RUNNING, TrialState.WAITING))
     assert study.trials[killed].state == TrialState.FAIL
-    (retry,) = [t for t in study.trials if t.user_attrs.get(keys.RETRY_OF) == killed]
+    (retry,) = [t for t in study.trials if lineage.retry_of(t) == killed]
     assert retry.state == TrialState.COMPLETE and retry.params == study.trials[killed].params
-    assert retry.user_attrs[keys.RESUMED_FROM_TRIAL] == killed  # from its checkpoint
+    assert lineage.resumed_from(retry) == killed  # from its checkpoint
     # no configuration beyond the target was started
     assert len(study.trials) == n_trials + 1
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 
 import optuna
+import pytest
 
 from tunelab.objectives import keys
 from tunelab.search.spec import SpecError, StudySpec
@@ -48,6 +49,7 @@ def test_a_reader_brings_the_password_from_its_storage_url_or_its_own_uri():
         raise AssertionError("a masked password cannot be used as it is")
 
 
+@pytest.mark.slow  # binds the server's port
 def test_the_mlflow_ui_server_gets_its_store_url_from_the_environment(
     tmp_path, monkeypatch, capsys
 ):

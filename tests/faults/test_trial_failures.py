@@ -46,10 +46,10 @@ def run_in_process(tmp_path, monkeypatch, capsys):
 def _failing(monkeypatch, error: BaseException, numbers=None):
     real = Objective._train
 
-    def train(self, trial, training, recorder):
-        if numbers is None or trial.number in numbers:
+    def train(self, session, training):
+        if numbers is None or session.trial.number in numbers:
             raise error
-        return real(self, trial, training, recorder)
+        return real(self, session, training)
 
     monkeypatch.setattr(Objective, "_train", train)
 

@@ -25,8 +25,8 @@ def _trial(task, **params):
 def test_cnn_trial_logs_curves_final_metrics_and_a_loadable_checkpoint(digits, recorder, loop_for):
     task = ClassificationTask()
     loop = loop_for(digits, max_epochs=2)
-    objective = Objective(task, digits, _space(task), loop, lambda t: recorder)
-    value = objective(_trial(task))
+    objective = Objective(task, digits, _space(task), loop)
+    value = objective(_trial(task), recorder)
     rungs = {loop.budget.step(1), loop.budget.step(2)}  # one rung per epoch of 1,257 images
     assert value == max(recorder.steps("rung/val_accuracy").values())  # the rung split is all
     for name in ("train_loss", "train_accuracy", "rung/val_loss", "rung/val_accuracy", "epoch"):
@@ -59,14 +59,22 @@ def test_same_seed_same_value_on_cpu(digits, loop_for, precision):
     assert values[0] == values[1]
 
 
+LEARNS = {"rotation": 0.0, "crop_padding": 0, "dropout": 0.0, "label_smoothing": 0.0}
+"""No augmentation or regularisation: what a few dozen steps need to learn the digits."""
+
+
 def test_every_optimizer_and_schedule_trains(digits, loop_for):
+    """Each trains the small CNN far above chance (0.1) in about 40 steps: seed 0 gives 0.789
+    (SGD) and 0.748 (Adam), seeds 0-7 give 0.77-0.87 and 0.69-0.79. With the defaults'
+    augmentation and regularisation, one epoch reaches only 0.16-0.27."""
     task = ClassificationTask()
-    for params in (
-        {"optimizer": "sgd", "momentum": 0.9, "nesterov": True, "lr": 0.02},
-        {"optimizer": "adam", "lr_schedule": "constant", "batch_norm": False, "pooling": "avg"},
-    ):
-        value = Objective(task, digits, _space(task), loop_for(digits))(_trial(task, **params))
-        assert 0.0 < value <= 1.0
+    sgd = {"optimizer": "sgd", "momentum": 0.9, "nesterov": True, "lr": 0.03, "batch_size": 32}
+    adam = {"optimizer": "adam", "lr_schedule": "constant", "lr": 0.02, "batch_size": 64}
+    adam.update(batch_norm=False, pooling="avg")
+    for epochs, params in ((1, sgd), (2, adam)):  # SGD with the default cosine schedule
+        objective = Objective(task, digits, _space(task), loop_for(digits, epochs, seed=0))
+        value = objective(_trial(task, **LEARNS, **params))
+        assert value >= 0.6, (params, value)  # six times chance
 
 
 def _mnist_cnn_size(**architecture) -> int:
@@ -116,3 +124,23 @@ def test_a_size_objective_anchors_the_front_with_a_ladder_of_sizes():
     assert sizes[0] <= _smallest_model(space) + 200
     assert all(1 < b / a <= 4 for a, b in zip(sizes, sizes[1:], strict=False))
     assert sizes[-1] < size({}) and size({}) / sizes[0] > 10
+
+
+def test_a_classifier_of_ones_own_is_named_after_its_class_unless_it_says():
+    from tunelab.objectives.classifier import ClassifierTask
+
+    class MLPTask(ClassifierTask):
+        def model(self, hp, data):
+            return torch.nn.Linear(data.input_shape[0], data.num_classes)
+
+    class WiderMLP(MLPTask):
+        pass
+
+    class Named(ClassifierTask):
+        name = "digits-net"
+
+        def model(self, hp, data):
+            return torch.nn.Linear(data.input_shape[0], data.num_classes)
+
+    assert (MLPTask.name, WiderMLP.name, Named.name) == ("mlp", "mlp", "digits-net")
+    assert ClassificationTask.name == "cnn"

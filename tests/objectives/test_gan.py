@@ -12,7 +12,8 @@ from tunelab.objectives.budget import TrialBudget, epoch_budget
 from tunelab.objectives.data import DataBundle, Split
 from tunelab.objectives.gan import COLLAPSE_RATIO, GANOptions, GANTask
 from tunelab.objectives.registry import get_task
-from tunelab.objectives.runner import Diverged, LoopConfig, Objective
+from tunelab.objectives.runner import Objective
+from tunelab.objectives.training import Diverged, LoopConfig
 
 SMALL = {"g_width": 16, "d_width": 16, "latent_dim": 32}
 
@@ -36,7 +37,7 @@ def _trial(task: GANTask, **params) -> optuna.trial.FixedTrial:
 def _run(task, data, recorder, trial, epochs=2) -> float:
     space = task.search_space().narrowed(SMALL)
     loop = LoopConfig(budget=epoch_budget(epochs, len(data.train)), patience=3)
-    return Objective(task, data, space, loop, lambda t: recorder)(trial)
+    return Objective(task, data, space, loop)(trial, recorder)
 
 
 def _rungs(data, epochs=2) -> set[int]:
@@ -232,8 +233,7 @@ class InterruptedGAN(GANTask):
 def test_an_interrupted_gan_trial_resumes_to_the_same_curve(digits, cache_dir, tmp_path):
     """Two optimizers, momentum, label smoothing and noise: a resume that lost any state (an
     optimizer's moments, a random stream) would leave the uninterrupted curve."""
-    from tunelab.objectives import keys
-    from tunelab.objectives.checkpoints import LocalCheckpoints
+    from tunelab.objectives.checkpoints import LocalCheckpoints, TrialCheckpoint
     from tunelab.objectives.recorders import MemoryRecorder
 
     data = digits
@@ -254,10 +254,11 @@ def test_an_interrupted_gan_trial_resumes_to_the_same_curve(digits, cache_dir, t
     def run(task, number, checkpoints=None, source=None):
         recorder = MemoryRecorder()
         trial = optuna.trial.FixedTrial(space.default_trial_params(), number=number)
-        if source is not None:
-            trial.set_user_attr(keys.TRIAL_NUMBER, source)  # what a queued retry carries
-        objective = Objective(task, data, space, loop, lambda t: recorder, checkpoints)
-        return objective(trial), recorder
+        checkpoint = None
+        if checkpoints is not None:  # a retry resumes from its source's checkpoint
+            sources = () if source is None else (source,)
+            checkpoint = TrialCheckpoint(checkpoints, number, sources)
+        return Objective(task, data, space, loop)(trial, recorder, checkpoint), recorder
 
     expected, whole = run(GANTask(options), number=5)
 

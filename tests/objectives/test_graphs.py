@@ -15,7 +15,7 @@ from tunelab.objectives.classification import ClassificationTask, ClassifierHPar
 from tunelab.objectives.data import DataSpec, load_data
 from tunelab.objectives.graphs import StepGraph
 from tunelab.objectives.optim import is_capturable, make_optimizer, make_scheduler
-from tunelab.objectives.runner import RunningMeans, TrainingState, TrialTraining
+from tunelab.objectives.training import RunningMeans, TrainingState, TrialTraining
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 SMALL = ClassifierHParams(conv_blocks=2, base_width=16, fc_width=64, batch_size=32)

@@ -7,15 +7,15 @@ from dataclasses import dataclass
 import optuna
 import pytest
 import torch
-from optuna.trial import TrialState
 
 from tunelab.objectives import keys
 from tunelab.objectives.base import Finalization, Parts, Task
 from tunelab.objectives.budget import TrialBudget
-from tunelab.objectives.checkpoints import LocalCheckpoints
+from tunelab.objectives.checkpoints import LocalCheckpoints, TrialCheckpoint
 from tunelab.objectives.data import DataBundle, Split
-from tunelab.objectives.runner import LoopConfig, Objective
+from tunelab.objectives.runner import Objective
 from tunelab.objectives.space import Param, space_from
+from tunelab.objectives.training import LoopConfig
 
 BATCH = 4
 
@@ -87,11 +87,18 @@ def budget(rungs: int, rung: int = BATCH, train: int = 8) -> TrialBudget:
     return TrialBudget(unit="images", rung=rung, max_rungs=rungs, train_size=train)
 
 
-def objective(task, recorder=None, checkpoints=None, data=None, **loop):
-    recorder_factory = None if recorder is None else (lambda trial: recorder)
+def objective(task, recorder=None, checkpoints=None, data=None, sources=(), **loop):
+    """The loop run on its own, as study.optimize would call it: trial -> value."""
     config = LoopConfig(**{"rung_val_images": None, **loop})
-    data = data or tiny_data()
-    return Objective(task, data, task.search_space(), config, recorder_factory, checkpoints)
+    run = Objective(task, data or tiny_data(), task.search_space(), config)
+
+    def one(trial):
+        checkpoint = None
+        if checkpoints is not None:
+            checkpoint = TrialCheckpoint(checkpoints, trial.number, sources)
+        return run(trial, recorder, checkpoint)
+
+    return one
 
 
 def trial(number: int = 0):
@@ -222,15 +229,30 @@ def test_an_interrupted_trial_resumes_exactly_where_its_last_rung_left_it(tmp_pa
     assert recorder.status == "FAILED" and first.user_attrs[keys.FAIL_REASON] == "interrupted"
     assert checkpoints.path(3).exists()
 
-    retry = trial(number=7)
-    retry.set_user_attr(keys.TRIAL_NUMBER, 3)  # what Optuna copies into a retried trial
+    retry = trial(number=7)  # the retry of trial 3 resumes from its checkpoint
     resumed = ScriptedTask(values)
-    assert objective(resumed, recorder, checkpoints, budget=rungs)(retry) == expected
+    assert objective(resumed, recorder, checkpoints, sources=(3,), budget=rungs)(retry) == expected
     assert resumed.steps_trained == [3, 4, 5, 6]  # from the second epoch on
     assert resumed.images == uninterrupted.images[8:]  # the same shuffles
-    assert retry.user_attrs[keys.RESUMED_FROM_TRIAL] == 3
-    assert recorder.tags[keys.RESUMED_AT_STEP_TAG] == "8"
+    assert not checkpoints.path(3).exists()  # superseded by the retry's own at its first rung
     assert not checkpoints.path(7).exists()  # removed once the trial completed
+
+
+def test_an_unreadable_checkpoint_is_no_checkpoint(tmp_path, recorder):
+    """A torn or truncated checkpoint (a kill mid-write where renames are not atomic) is
+    logged and skipped: the trial starts from the next candidate, or from scratch."""
+    values = {s: s / 10 for s in range(1, 7)}
+    rungs = budget(3, rung=8, train=8)
+    checkpoints = LocalCheckpoints(tmp_path)
+    with pytest.raises(KeyboardInterrupt):
+        objective(ScriptedTask(values, interrupt_at_step=4), recorder, checkpoints, budget=rungs)(
+            trial(number=3)
+        )
+    whole = checkpoints.path(3).read_bytes()
+    checkpoints.path(3).write_bytes(whole[: len(whole) // 2])  # torn
+    fresh = ScriptedTask(values)
+    value = objective(fresh, recorder, checkpoints, sources=(3,), budget=rungs)(trial(number=7))
+    assert value == 0.6 and fresh.steps_trained == [1, 2, 3, 4, 5, 6]  # from scratch
 
 
 class LibraryError(Exception):
@@ -276,16 +298,3 @@ def test_a_deadline_before_the_first_rung_prunes_the_trial(recorder):
     with pytest.raises(optuna.TrialPruned, match="before its first rung"):
         objective(task, recorder, budget=budget(1, rung=8), deadline=time.time() - 1)(trial())
     assert task.steps_trained == [1] and recorder.status == "KILLED"
-
-
-@pytest.mark.parametrize("reference", [keys.DEFAULT_TRIAL, keys.ANCHOR_TRIAL])
-def test_the_default_configuration_and_the_anchors_are_never_pruned(recorder, reference):
-    study = optuna.create_study(
-        direction="maximize", pruner=optuna.pruners.ThresholdPruner(lower=0.55)
-    )
-    study.enqueue_trial({"x": 0.5}, user_attrs={reference: True})
-    study.enqueue_trial({"x": 0.5})
-    task = ScriptedTask({1: 0.5, 2: 0.4})
-    study.optimize(objective(task, recorder, budget=budget(2)), n_trials=2)
-    assert [t.state for t in study.trials] == [TrialState.COMPLETE, TrialState.PRUNED]
-    assert task.steps_trained == [1, 2, 1]

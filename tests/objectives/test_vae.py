@@ -17,7 +17,8 @@ from tunelab.objectives.budget import epoch_budget
 from tunelab.objectives.data import DataSpec, Split, load_data
 from tunelab.objectives.recorders import MemoryRecorder
 from tunelab.objectives.registry import get_task
-from tunelab.objectives.runner import LoopConfig, Objective, retrain
+from tunelab.objectives.runner import Objective
+from tunelab.objectives.training import LoopConfig, retrain
 from tunelab.objectives.vae import (
     VAEHParams,
     VAEOptions,
@@ -65,9 +66,8 @@ def run_trial(data, task: VAETask | None = None) -> tuple[float, MemoryRecorder]
         data,
         space,
         LoopConfig(budget=epoch_budget(2, len(data.train)), patience=3),
-        recorder_factory=lambda trial: recorder,
     )
-    value = objective(optuna.trial.FixedTrial(space.default_trial_params()))
+    value = objective(optuna.trial.FixedTrial(space.default_trial_params()), recorder)
     return value, recorder
 
 

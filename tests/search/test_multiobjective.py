@@ -9,12 +9,8 @@ from optuna.trial import TrialState
 from tunelab.objectives import keys
 from tunelab.objectives.metrics import MetricInfo
 from tunelab.objectives.registry import get_task
-from tunelab.search.multiobjective import (
-    Constraint,
-    ParetoHalving,
-    StudyObjectives,
-    resolve_objectives,
-)
+from tunelab.search.multiobjective import Constraint, StudyObjectives, resolve_objectives
+from tunelab.search.scheduler.policies import ParetoHalving
 from tunelab.search.spec import SpecError, StudySpec, build_spec
 from tunelab.search.study.pareto import front, front_csv, front_rows, hypervolume
 
@@ -144,21 +140,22 @@ def test_with_one_objective_the_rule_is_successive_halving():
 
 def test_decide_reads_the_rung_scores_of_the_other_configurations():
     study = optuna.create_study(directions=["maximize", "minimize"])
-    for number, (acc, params) in enumerate([(0.95, 2000), (0.99, 9000)]):
+    for acc, params in [(0.95, 2000), (0.99, 9000)]:
         study.add_trial(
             optuna.trial.create_trial(
                 state=TrialState.PRUNED,
                 user_attrs={
                     keys.STATIC_METRICS: {"params": params},
                     keys.RUNG_SCORES: {"100": {"val_accuracy": acc}},
-                    keys.TRIAL_NUMBER: number,
                 },
             )
         )
     rule = halving(ACC, PARAMS)
-    assert rule.decide(study, 99, 100, point(0.90, 3000)) is not None
-    assert rule.decide(study, 99, 100, point(0.96, 3000)) is None
-    assert rule.decide(study, 99, 300, point(0.10, 3000)) is None  # nobody there yet
+    others = rule.others_at(study, 99, 100)
+    assert rule.prune(point(0.90, 3000), others) is not None
+    assert rule.prune(point(0.96, 3000), others) is None
+    assert rule.others_at(study, 99, 300) == []  # nobody there yet
+    assert rule.others_at(study, 0, 100) == [point(0.99, 9000)]  # its own chain is not a peer
 
 
 # -- reading a front ----------------------------------------------------------------------------

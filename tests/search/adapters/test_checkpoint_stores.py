@@ -4,6 +4,7 @@ study's folder keyed by its identity, never outside the store's root."""
 from __future__ import annotations
 
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import optuna
@@ -17,8 +18,8 @@ from tunelab.search.adapters.checkpoint_stores import (
     check_checkpoint_location,
     open_checkpoints,
 )
+from tunelab.search.adapters.storage import open_storage
 from tunelab.search.spec import SpecError
-from tunelab.search.study import identity
 from tunelab.search.study.identity import study_key, study_uid
 
 TRACKING = "sqlite:///mlruns/mlflow.db"
@@ -122,24 +123,24 @@ def test_the_key_is_safe_whatever_the_name_and_stable(tmp_path):
     assert [p.parent.parent for p in (tmp_path / "ck").rglob("*.pt")] == [tmp_path / "ck"]
 
 
-def test_same_name_in_two_storages_or_recreated_is_another_study(
-    storage_url, tmp_path, monkeypatch
-):
-    # SQLite gives a deleted study's database id again, and the claim of its id outlives it:
-    # the new study's worker waits for a write that never comes, then writes its own.
-    monkeypatch.setattr(identity, "UID_WAIT_S", 0.5)
-    first = optuna.create_study(study_name="s", storage=storage_url)
+def test_same_name_in_two_storages_or_recreated_is_another_study(storage_url, tmp_path):
+    # SQLite gives a deleted study's database id again: its id is the study's own attribute,
+    # gone with it, so the new study gets a new one
+    first = optuna.create_study(study_name="s", storage=open_storage(storage_url))
     elsewhere = optuna.create_study(study_name="s", storage=f"sqlite:///{tmp_path / 'b.db'}")
     key = study_key(first)
     assert key != study_key(elsewhere)
     optuna.delete_study(study_name="s", storage=storage_url)
-    again = optuna.create_study(study_name="s", storage=storage_url)
+    again = optuna.create_study(study_name="s", storage=open_storage(storage_url))
     assert study_key(again) != key
 
 
 def test_an_older_study_gets_one_id_whoever_asks_first(storage_url):
     optuna.create_study(study_name="old", storage=storage_url)  # no id: an earlier tunelab
-    handles = [optuna.load_study(study_name="old", storage=storage_url) for _ in range(3)]
-    assert len({study_uid(h) for h in handles}) == 1
+    handles = [
+        optuna.load_study(study_name="old", storage=open_storage(storage_url)) for _ in range(3)
+    ]
+    with ThreadPoolExecutor(3) as pool:  # at once: one of them writes it
+        assert len(set(pool.map(study_uid, handles))) == 1
     stored = optuna.load_study(study_name="old", storage=storage_url).user_attrs
     assert stored[keys.STUDY_UID] == study_uid(handles[0])

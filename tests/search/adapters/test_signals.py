@@ -107,3 +107,23 @@ def test_an_optuna_write_ends_before_the_interruption(restored_signals, tmp_path
         trial.report(0.5, step=1)
     assert fired
     assert study.trials[0].intermediate_values == {1: 0.5}
+
+
+def test_a_worker_takes_sigterm_as_a_stop_at_its_next_rung(restored_signals):
+    from tunelab.search.adapters.signals import stop_if_requested, stop_requested
+
+    alarm = signal.getsignal(signal.SIGALRM)
+    interrupt_once(stop_at_rung=True)
+    signal.raise_signal(signal.SIGTERM)  # asks: nothing raised yet, the rung comes first
+    assert stop_requested()
+    with pytest.raises(Terminated):
+        stop_if_requested()  # what the loop does at the rung
+    assert signal.getsignal(signal.SIGALRM) is alarm  # its deadline is gone with it
+    signal.raise_signal(signal.SIGTERM)  # spent: ignored
+
+
+def test_a_second_sigterm_does_not_wait_for_the_rung(restored_signals):
+    interrupt_once(stop_at_rung=True)
+    signal.raise_signal(signal.SIGTERM)
+    with pytest.raises(Terminated):
+        signal.raise_signal(signal.SIGTERM)

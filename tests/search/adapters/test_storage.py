@@ -4,6 +4,7 @@ import sqlite3
 
 import optuna
 import pytest
+from optuna.trial import TrialState
 
 from tunelab.search.adapters.storage import (
     TargetReached,
@@ -55,8 +56,7 @@ def test_an_unreachable_server_is_one_line_without_password():
 
 
 def test_open_storage_gives_a_working_storage_with_a_heartbeat(storage_url):
-    calls = []
-    storage = open_storage(storage_url, 5, 20, lambda study, trial: calls.append(trial.number))
+    storage = open_storage(storage_url, 5, 20)
     assert storage.get_heartbeat_interval() == 5
     study = optuna.create_study(study_name="s", storage=storage)
     study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=2)
@@ -78,6 +78,7 @@ def _pop_all(url: str, start, taken) -> None:
         taken.put(trial_id)
 
 
+@pytest.mark.slow  # worker processes
 def test_each_queued_trial_is_taken_by_one_worker_only(storage_url):
     # On SQLite, Optuna's SELECT ... FOR UPDATE is no lock: several workers asking at once
     # could each take the same queued trial (optuna#4621) and train it twice.
@@ -100,25 +101,27 @@ def test_each_queued_trial_is_taken_by_one_worker_only(storage_url):
 
 def _ask_until_refused(url: str, target: int, start, asked) -> None:
     """One worker: start new trials, ending each at once, until the storage refuses one."""
-    study = optuna.load_study(study_name="t", storage=open_storage(url, trial_target=target))
+    storage = open_storage(url, trial_target=target)
+    study = optuna.load_study(study_name="t", storage=storage)
     start.wait()
     while True:
         try:
-            trial = study.ask()
+            trial_id = storage.take_new(study, {})
         except TargetReached:
             return
-        asked.put(trial.number)
-        study.tell(trial, 0.0)
+        asked.put(storage.get_trial(trial_id).number)
+        storage.set_trial_state_values(trial_id, TrialState.COMPLETE, [0.0])
 
 
+@pytest.mark.slow  # worker processes
 def test_workers_starting_trials_at_once_never_pass_the_target(storage_url):
     # Optuna's MaxTrialsCallback counts, then asks: two workers ending trials in the same
     # instant both saw one trial missing and both started one (4 finished of a target of 3).
     import multiprocessing
 
     study = optuna.create_study(study_name="t", storage=open_storage(storage_url))
-    study.enqueue_trial({"x": 0})  # a queued trial counts toward the target
-    study.tell(study.ask(), state=optuna.trial.TrialState.FAIL)  # a failed one does not
+    study.enqueue_trial({"x": 0})
+    study.tell(study.ask(), state=TrialState.FAIL)  # the queued trial, failed: it does not count
     context = multiprocessing.get_context("fork")  # the workers run this module's function
     start, asked = context.Barrier(4), context.Queue()
     workers = [
@@ -131,16 +134,18 @@ def test_workers_starting_trials_at_once_never_pass_the_target(storage_url):
         worker.join(timeout=120)
     assert all(worker.exitcode == 0 for worker in workers)
     numbers = [asked.get(timeout=10) for _ in range(asked.qsize())]
-    assert len(numbers) == len(set(numbers)) == 30  # the queued trial and 29 new ones, once
+    assert len(numbers) == len(set(numbers)) == 30  # each new trial once, none past the target
     states = [t.state for t in study.get_trials()]
-    assert states.count(optuna.trial.TrialState.COMPLETE) == 30 and len(states) == 31
+    assert states.count(TrialState.COMPLETE) == 30 and len(states) == 31
 
 
 def test_queued_trials_are_not_refused_past_the_target(storage_url):
     storage = open_storage(storage_url, trial_target=1)
     study = optuna.create_study(study_name="full", storage=storage)
-    study.tell(study.ask(), 1.0)
+    first = storage.take_new(study, {})
+    storage.set_trial_state_values(first, TrialState.COMPLETE, [1.0])
     with pytest.raises(TargetReached):
-        study.ask()
+        storage.take_new(study, {})
     study.enqueue_trial({"x": 1})  # a retry or a continuation: not a new trial
-    assert study.ask().params == {} and len(study.trials) == 2
+    (waiting,) = storage.waiting_trial_ids(study._study_id)
+    assert storage.take_waiting(waiting, {}) and len(study.trials) == 2

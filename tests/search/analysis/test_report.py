@@ -5,6 +5,7 @@ import json
 import random
 
 import optuna
+import plotly.io
 import pytest
 from mlflow import MlflowClient
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
@@ -125,17 +126,27 @@ def test_report_holds_every_figure_of_its_own_study(storage_url, tmp_path):
     for key, title in FIGURE_TITLES.items():
         assert f"{title}: study-alpha-3c1" in page, key
         assert f'id="figure-{key}"' in page, key
-        figure = (tmp_path / "alpha" / "figures" / f"{key}.html").read_text()
-        assert f"{title}: study-alpha-3c1" in figure
+        figure = plotly.io.read_json(tmp_path / "alpha" / "figures" / f"{key}.json")
+        assert figure.layout.title.text == f"{title}: study-alpha-3c1"
     assert "study-beta-9d7" not in page
-    assert page.count("* plotly.js v") == 1  # inlined once, so the report opens offline
-    assert (tmp_path / "alpha" / "figures" / "plotly.min.js").is_file()
+    # one copy of plotly.js, inlined in the report (offline, and in MLflow's artifact view)
+    assert page.count("* plotly.js v") == 1
+    copies = [p for p in (tmp_path / "alpha").rglob("*") if p.is_file() and p != files.html]
+    assert all("plotly.js v" not in p.read_text() for p in copies)
+    assert sorted(p.suffix for p in copies) == [".json"] * len(FIGURE_TITLES)
     # Importances: Optuna's default evaluator beside fANOVA, each over the searched params.
     assert DEFAULT_EVALUATOR_LABEL in page and "fANOVA" in page
     assert "Importances need" not in page
-    # Pruning: 6 complete x 4 epochs + 1 pruned after 1 + 1 failed after 0, of 8 x 4.
-    assert "would have trained 8 &times; 4 = <b>32</b> epochs" in page
-    assert "they trained <b>25</b>, saving <b>7</b>" in page
+    # Pruning: 6 complete x 4 epochs + 1 pruned after 1 + 1 failed after 0, of 8 x 4; only the
+    # pruned trial's 3 epochs are saved, the failed trial's 4 are not
+    assert "would have trained 8 &times; 4 = <b>32</b> epochs; they trained <b>25</b>" in page
+    assert "Pruning saved <b>3</b> (9%), early stopping <b>0</b>" in page
+    assert "4 epochs (12%) were not trained because configurations stopped on their own" in page
+    # every trial in a table, with why it ended
+    table = page[page.index("id='trials'") :]
+    assert table.count("<tr class='state-") == 8
+    assert "<tr class='state-pruned'><td>6</td><td>pruned</td>" in table
+    assert "by the pruner" in table and "state-failed" in table
 
 
 @pytest.mark.parametrize("n_complete", [0, 2])
@@ -188,10 +199,70 @@ def test_pruning_summary_counts_pruning_and_early_stopping():
     summary = pruning_summary(study, "epochs", EPOCHS)
     assert (summary.trials, summary.budget, summary.steps_run) == (5, 20, 4 + 4 + 1 + 0 + 2)
     assert summary.early_stopped == 1
-    assert summary.by_state == {"COMPLETE": (3, 10), "PRUNED": (1, 1), "FAIL": (1, 0)}
-    assert summary.saved_fraction == pytest.approx(9 / 20)
+    assert summary.by_state == {"complete": (3, 10), "pruned": (1, 1), "stopped on its own": (1, 0)}
+    assert (summary.saved_by_pruning, summary.saved_by_early_stopping) == (3, 2)
+    assert (summary.not_trained, summary.unknown) == (4, 1)
+    assert summary.saved_fraction == pytest.approx(5 / 20)
 
 
+def test_a_continuation_counts_once_with_what_it_trained_itself():
+    study = optuna.create_study(direction="maximize")
+    params = _interior(random.Random(2))
+    paused = {"tunelab.paused_at": 1}
+    study.add_trial(
+        create_trial(
+            state=TrialState.PRUNED,
+            params=params,
+            distributions=SPACE,
+            intermediate_values={1: 0.5},
+            user_attrs=paused,
+        )
+    )
+    study.add_trial(
+        create_trial(
+            params=params,
+            distributions=SPACE,
+            value=0.8,
+            intermediate_values={1: 0.5, 2: 0.6, 3: 0.8},
+            user_attrs={
+                "tunelab.original_trial": 0,
+                "tunelab.resume_of": 0,
+                "tunelab.resumed_at_step": 1,
+                "tunelab.steps_run": 3,
+            },
+        )
+    )
+    summary = pruning_summary(study, "epochs", EPOCHS)
+    assert (summary.trials, summary.budget, summary.steps_run) == (1, 4, 3)
+    assert summary.by_state == {"complete": (1, 3)}
+    assert summary.saved_by_early_stopping == 1
+
+
+def test_the_report_of_a_diverged_study_says_so_and_saves_nothing(tmp_path):
+    study = optuna.create_study(study_name="nan", direction="maximize")
+    study.set_user_attr("tunelab.metric", "val_accuracy")
+    study.set_user_attr("tunelab.spec", json.dumps({"task": "cnn", "max_epochs": 2}))
+    for _ in range(2):
+        study.add_trial(
+            create_trial(
+                state=TrialState.PRUNED,
+                params=_interior(random.Random(4)),
+                distributions=SPACE,
+                user_attrs={"tunelab.fail_reason": "non-finite train_loss (nan) in epoch 1"},
+            )
+        )
+    page = write_report(study, tmp_path / "out").html.read_text()
+    summary = page[page.index("id='summary'") : page.index("id='history'")]
+    assert "the search diverged: all 2 configurations that ended stopped on" in summary
+    assert "2 pruned: non-finite train_loss" in summary
+    pruning = page[page.index("id='pruning'") :]
+    assert "Pruning saved <b>0</b> (0%), early stopping <b>0</b> (0%" in pruning
+    assert "(100%) were not trained because configurations stopped on their own" in pruning
+    assert "2 configurations ended before their first rung" in pruning
+    assert "saving <b>" not in page
+
+
+@pytest.mark.slow  # the real CLI
 def test_cli_report_is_logged_to_the_parent_run(cli, tmp_path, tracking_uri):
     storage = f"sqlite:///{tmp_path / 'studies.db'}"
     study = _study("logged", 5, storage=storage, tracking_uri=tracking_uri)
@@ -207,7 +278,7 @@ def test_cli_report_is_logged_to_the_parent_run(cli, tmp_path, tracking_uri):
     logged = {a.path for a in client.list_artifacts(parent, "report")}
     assert {"report/report.html", "report/figures"} <= logged
     figures = {a.path for a in client.list_artifacts(parent, "report/figures")}
-    assert {f"report/figures/{key}.html" for key in FIGURE_TITLES} <= figures
+    assert {f"report/figures/{key}.json" for key in FIGURE_TITLES} <= figures
 
     missing = cli(["report", "nope", "--storage", storage], cwd=tmp_path)
     assert missing.returncode == 2
