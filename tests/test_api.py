@@ -42,6 +42,25 @@ def test_bad_options_raise_the_clis_one_line_error(tmp_path):
         tunelab.spec("cnn", n_trials=0)
 
 
+def test_a_task_that_is_no_task_or_cannot_be_found_again_is_refused_in_one_line(
+    tmp_path, monkeypatch
+):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(tunelab.SpecError, match="decorate it with @tunelab.objective") as error:
+        tunelab.run(lambda trial: 0.0, n_trials=1)
+    assert "\n" not in str(error.value)
+
+    class Local(tunelab.ClassifierTask):  # workers, `report` and `evaluate` import it by name
+        params: list = []
+
+        def model(self, hp, data):
+            return None
+
+    with pytest.raises(tunelab.SpecError, match="defined in a function, cannot be found"):
+        tunelab.run(Local, dataset="digits", n_trials=1)
+    assert list(tmp_path.iterdir()) == []  # refused before anything is written
+
+
 def test_the_example_task_runs_end_to_end_from_python(tmp_path, monkeypatch):
     monkeypatch.syspath_prepend(str(EXAMPLES))
     monkeypatch.chdir(tmp_path)

@@ -73,7 +73,8 @@ def sqlite_path(url: URL) -> Path | None:
 
 
 def check_database(url_text: str, what: str = "storage", existing: bool = False) -> None:
-    """Fail with one line unless the database answers; creates nothing but a SQLite folder.
+    """Fail with one line unless the database answers; creates nothing (a SQLite file and its
+    folder come when the store is opened, after every check).
 
     `existing`: for a command that only reads, a missing SQLite file is an error (opening it
     would create an empty database where the user mistyped a path or ran in another folder).
@@ -86,10 +87,7 @@ def check_database(url_text: str, what: str = "storage", existing: bool = False)
         if existing and not path.exists():
             flag = "--storage" if what == "storage" else "--tracking-uri"
             raise SpecError(f"no {what} database at {path}: pass {flag}")
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise SpecError(f"cannot create the folder of {what} database {path}: {exc}") from None
+        _check_creatable(path.parent, f"the folder of {what} database {path}")
         if path.exists():
             _check_sqlite_file(path, what)
         return
@@ -105,6 +103,18 @@ def check_database(url_text: str, what: str = "storage", existing: bool = False)
         raise SpecError(f"cannot reach {what} database '{shown_url(url_text)}': {reason}") from None
     finally:
         engine.dispose()
+
+
+def _check_creatable(folder: Path, what: str) -> None:
+    """Fail with one line unless `folder` exists or can be created: its nearest existing
+    ancestor is a folder this process may write in."""
+    ancestor = folder
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise SpecError(f"cannot create {what}: {ancestor} is not a folder")
+    if ancestor != folder and not os.access(ancestor, os.W_OK | os.X_OK):
+        raise SpecError(f"cannot create {what}: {ancestor} is not writable")
 
 
 def _check_sqlite_file(path: Path, what: str) -> None:
@@ -657,6 +667,7 @@ def open_storage(
 
 def create_private(path: Path) -> None:
     """Create a database file readable by its owner only (SQLite gives its -wal and -shm files
-    the database's permissions); an existing file is left as it is."""
+    the database's permissions), and its folder; an existing file is left as it is."""
+    path.parent.mkdir(parents=True, exist_ok=True)
     with contextlib.suppress(FileExistsError):
         os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))

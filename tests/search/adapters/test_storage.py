@@ -1,5 +1,6 @@
 """The Optuna storage adapter, on SQLite and on the local PostgreSQL."""
 
+import os
 import sqlite3
 
 import optuna
@@ -38,14 +39,22 @@ def test_a_reachable_database_passes_the_check(storage_url):
     check_database(storage_url)
 
 
-def test_check_creates_only_the_folder_of_a_sqlite_file(tmp_path):
+def test_check_creates_nothing_and_the_store_its_folder(tmp_path):
     url = f"sqlite:///{tmp_path}/deep/er/studies.db"
-    check_database(url)
-    assert (tmp_path / "deep" / "er").is_dir()
-    assert not (tmp_path / "deep" / "er" / "studies.db").exists()
+    check_database(url)  # a run refused after its checks leaves no trace
+    assert list(tmp_path.iterdir()) == []
+    open_storage(url).remove_session()
+    assert (tmp_path / "deep" / "er" / "studies.db").is_file()
     (tmp_path / "dir.db").mkdir()
     with pytest.raises(SpecError, match="is not a file"):
         check_database(f"sqlite:///{tmp_path}/dir.db")
+    (tmp_path / "notes.txt").write_text("")
+    with pytest.raises(SpecError, match="notes.txt is not a folder"):
+        check_database(f"sqlite:///{tmp_path}/notes.txt/studies.db")
+    (tmp_path / "locked").mkdir(mode=0o500)
+    if os.geteuid() != 0:  # root writes anywhere
+        with pytest.raises(SpecError, match="is not writable"):
+            check_database(f"sqlite:///{tmp_path}/locked/sub/studies.db")
 
 
 def test_an_unreachable_server_is_one_line_without_password():
