@@ -74,9 +74,7 @@ def test_a_misspelt_class_is_one_line(tunelab):
     )
 
 
-def test_an_edited_search_space_on_an_existing_study_is_refused_in_one_line(
-    tunelab, monkeypatch
-):
+def test_an_edited_search_space_on_an_existing_study_is_refused_in_one_line(tunelab, monkeypatch):
     code, out, err = tunelab(*_run("mistakes:editable"))
     assert code == 0, err
     monkeypatch.setenv("MISTAKES_CHOICES", "a,b,c")
