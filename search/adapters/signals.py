@@ -22,6 +22,7 @@ import functools
 import logging
 import signal
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import ParamSpec, TypeVar
@@ -40,6 +41,8 @@ HELD_SIGNALS = (*STOP_SIGNALS, signal.SIGALRM)
 STOP_GRACE_S = 30
 """After a SIGTERM that asks for a stop at the next rung, the interruption comes anyway after
 this many seconds (a rung is a few seconds; a container's grace period is 30 s by default)."""
+STOP_CHECK_S = 0.25
+"""How often a waiting process looks for a requested stop."""
 _STOP_REQUESTED = threading.Event()
 """Set by a SIGTERM asking for a stop at the next rung (a signal is process state)."""
 _ALARM_BEFORE: list = []
@@ -91,6 +94,14 @@ def stop_if_requested() -> None:
     """Raise the requested stop (Terminated), once, as a SIGTERM's interruption."""
     if _STOP_REQUESTED.is_set() and signal.getsignal(signal.SIGINT) is _interrupt:
         _interrupt(signal.SIGTERM, None)
+
+
+def sleep_unless_stopped(seconds: float) -> None:
+    """Wait, and stop at once (within STOP_CHECK_S) when a SIGTERM asks for a stop meanwhile."""
+    end = time.monotonic() + seconds
+    while (left := end - time.monotonic()) > 0:
+        time.sleep(min(left, STOP_CHECK_S))
+        stop_if_requested()
 
 
 @contextmanager

@@ -42,7 +42,7 @@ from tunelab.objectives.recorders import NullRecorder, TrialRecorder
 from tunelab.objectives.runner import INTERRUPTED, Objective, ending_of, result_attrs
 from tunelab.objectives.session import Ruling, StopKind, TrialResult, Verdict
 from tunelab.objectives.training import TrialTraining
-from tunelab.search.adapters.signals import stop_if_requested
+from tunelab.search.adapters.signals import sleep_unless_stopped, stop_if_requested
 from tunelab.search.adapters.storage import TargetReached, rdb_of
 from tunelab.search.adapters.transient import retrying
 from tunelab.search.scheduler import lineage
@@ -65,14 +65,6 @@ STATUS_OF = {
 }
 """The MLflow run status of a stored trial state."""
 RecorderFor = Callable[[optuna.Trial, Mapping[str, str]], TrialRecorder]
-
-
-def _sleep(seconds: float) -> None:
-    """Wait, and stop at once when a SIGTERM asks for a stop meanwhile."""
-    end = time.monotonic() + seconds
-    while (left := end - time.monotonic()) > 0:
-        time.sleep(min(left, 0.25))
-        stop_if_requested()
 
 
 class WorkerGaveUp(RuntimeError):
@@ -171,7 +163,7 @@ class Worker:
                 return next_.reason
             if next_.action == "wait":
                 waits = waits or self.scheduler.poll_waits(self.heartbeat_interval)
-                _sleep(next(waits))
+                sleep_unless_stopped(next(waits))
                 continue
             waits = None
             self.run_one()

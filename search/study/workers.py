@@ -12,7 +12,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,7 +21,7 @@ from optuna.trial import TrialState
 
 from tunelab.objectives.budget import TrialBudget
 from tunelab.objectives.data import DataBundle
-from tunelab.search.adapters.signals import Terminated, stop_if_requested
+from tunelab.search.adapters.signals import Terminated, sleep_unless_stopped
 from tunelab.search.spec import STORAGE_ENV, TRACKING_ENV, StudySpec
 from tunelab.search.study.progress import StudyProgress
 
@@ -125,8 +124,7 @@ def launch_workers(
         while any(p.poll() is None for p in processes):
             if display:
                 _show(display, study)
-            time.sleep(POLL_S)
-            stop_if_requested()  # a SIGTERM: forwarded to the workers below
+            sleep_unless_stopped(POLL_S)  # a SIGTERM: forwarded to the workers below, at once
         if display:
             _show(display, study)
     except KeyboardInterrupt as interrupt:

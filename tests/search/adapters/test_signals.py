@@ -127,3 +127,25 @@ def test_a_second_sigterm_does_not_wait_for_the_rung(restored_signals):
     signal.raise_signal(signal.SIGTERM)
     with pytest.raises(Terminated):
         signal.raise_signal(signal.SIGTERM)
+
+
+def test_a_wait_ends_within_a_quarter_second_of_a_requested_stop(restored_signals):
+    """A worker polling for work, and `run --workers` waiting on its workers: a SIGTERM that
+    asks for a stop ends the wait at once (the parent forwards it to its workers)."""
+    import os
+    import time
+
+    from tunelab.search.adapters.signals import STOP_CHECK_S, sleep_unless_stopped
+
+    alarm = signal.getsignal(signal.SIGALRM)
+    interrupt_once(stop_at_rung=True)
+    timer = threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGTERM))
+    start = time.monotonic()
+    timer.start()
+    try:
+        with pytest.raises(Terminated):
+            sleep_unless_stopped(10)
+    finally:
+        timer.cancel()
+    assert time.monotonic() - start < 0.3 + STOP_CHECK_S + 0.2
+    assert signal.getsignal(signal.SIGALRM) is alarm
