@@ -30,6 +30,7 @@ import functools
 import multiprocessing
 import os
 import shutil
+import signal
 import sys
 import tempfile
 import threading
@@ -189,8 +190,17 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-def scenario(args, pg: Postgres, mlflow_uri: str, workers: int, trial_s: float, folder: Path):
-    """One study of `workers` workers and trials of `trial_s` seconds; its figures."""
+def scenario(
+    args,
+    pg: Postgres,
+    mlflow_uri: str,
+    workers: int,
+    trial_s: float,
+    folder: Path,
+    children: list,
+):
+    """One study of `workers` workers and trials of `trial_s` seconds; its figures. Its worker
+    processes go into `children` (killed by main should the benchmark be stopped)."""
     import optuna
     from optuna.trial import TrialState
 
@@ -236,6 +246,7 @@ def scenario(args, pg: Postgres, mlflow_uri: str, workers: int, trial_s: float, 
         sizes.append(workers % args.per_process)
     began = time.monotonic()
     processes = [context.Process(target=_process, args=(spec, n, results)) for n in sizes]
+    children.extend(processes)
     for p in processes:
         p.start()
     measured = [results.get() for _ in processes]
@@ -253,6 +264,9 @@ def scenario(args, pg: Postgres, mlflow_uri: str, workers: int, trial_s: float, 
     first = min(t.datetime_start for t in done).timestamp()
     last = max(t.datetime_complete for t in done).timestamp()
     per_minute = len(done) / (last - first) * 60 if last > first else float("nan")
+    # a trial's own length against T: what the machinery adds inside a trial, apart from the
+    # hand-over between trials
+    lengths = [(t.datetime_complete - t.datetime_start).total_seconds() for t in done]
     ideal = workers / trial_s * 60
     take = [s for m in measured for s in m.take_s]
     tell = [s for m in measured for s in m.tell_s]
@@ -268,6 +282,8 @@ def scenario(args, pg: Postgres, mlflow_uri: str, workers: int, trial_s: float, 
         "per_min": per_minute,
         "ideal": ideal,
         "ratio": per_minute / ideal,
+        "trial_p50": percentile(lengths, 0.5),
+        "trial_max": max(lengths),
         "statements": calls / max(1, len(done)),
         "rows": rows / max(1, len(done)),
         "tracking_statements": tracking_calls / max(1, len(done)),
@@ -317,6 +333,9 @@ def main() -> int:
     )
     rows = []
     mlflow = None
+    children: list = []
+    # stopped (a timeout, Ctrl-C): the servers and the workers go too, through `finally`
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     try:
         backend = pg.create_database("mlflow")
         mlflow = MlflowServer(
@@ -331,11 +350,12 @@ def main() -> int:
         for trial_s in args.trial_s:
             for workers in args.workers:
                 print(f"N = {workers}, trials of {trial_s:g} s ...", flush=True)
-                row = scenario(args, pg, mlflow.uri, workers, trial_s, tmp)
+                row = scenario(args, pg, mlflow.uri, workers, trial_s, tmp, children)
                 rows.append(row)
                 print(
                     f"  {row['finished']} finished in {row['wall']:.0f} s: "
                     f"{row['per_min']:.1f}/min of {row['ideal']:.1f} ideal ({row['ratio']:.0%}); "
+                    f"a trial {row['trial_p50']:.1f} s (p50; longest {row['trial_max']:.1f} s); "
                     f"{row['statements']:.0f} statements and {row['rows']:.0f} rows read per "
                     f"trial; peak {row['peak_connections']} connections to the study's database "
                     f"({row['tracking_connections']} to MLflow's); errors {row['errors']}; "
@@ -348,6 +368,9 @@ def main() -> int:
                     per = calls / max(1, row["finished"])
                     print(f"    {per:7.1f}/trial {read / max(1, calls):7.1f} rows  {query}")
     finally:
+        for child in children:
+            if child.is_alive():
+                child.kill()
         if mlflow is not None:
             mlflow.stop()
         pg.stop()

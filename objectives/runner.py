@@ -22,6 +22,7 @@ from __future__ import annotations
 import io
 import json
 import time
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, is_dataclass
 from typing import Any
 
@@ -211,8 +212,8 @@ class Objective:
         )
         if self.judges_on_rungs:
             self._judge(training, recorder, scores, logged=self._rungs_see_val)
-        if session.checkpoint is not None:
-            session.checkpoint.save(_checkpoint_payload(training))
+        if session.checkpoint is not None:  # before the report: a report has its checkpoint
+            session.checkpoint.save(_checkpoint_payload(training, scores))
         ruling = session.rung(step, scores)
         if ruling.verdict is Verdict.PAUSE:
             raise TrialStopped(StopKind.PAUSED, ruling.reason or f"paused at step {step}", step)
@@ -313,7 +314,7 @@ class Objective:
         training.generator.set_state(payload["generator"].to("cpu"))
         torch.set_rng_state(payload["torch_rng"].to("cpu"))
         training.state = TrainingState(**payload["loop"])
-        session.resumed(self.loop.budget.step(training.state.rungs))
+        session.resumed(self.loop.budget.step(training.state.rungs), payload.get("rung_scores"))
 
 
 @dataclass(frozen=True)
@@ -356,8 +357,11 @@ def result_attrs(result: TrialResult) -> dict[str, Any]:
     return attrs
 
 
-def _checkpoint_payload(training: TrialTraining) -> dict[str, Any]:
+def _checkpoint_payload(
+    training: TrialTraining, rung_scores: Mapping[str, float]
+) -> dict[str, Any]:
     return {
+        "rung_scores": dict(rung_scores),  # reported by a resume that finds them missing
         "parts": training.parts.state_dict(),
         "loop": training.state.as_payload(),
         "generator": training.generator.get_state(),

@@ -102,8 +102,10 @@ class TrialSession(Protocol):
     def started(self, training: TrialTraining) -> None:
         """The model is built, nothing trained: may raise TrialStopped (INFEASIBLE)."""
 
-    def resumed(self, step: int) -> None:
-        """Training took up a checkpoint at `step`."""
+    def resumed(self, step: int, scores: Mapping[str, float] | None) -> None:
+        """Training took up a checkpoint at `step`, saved with its rung's `scores` (None in a
+        checkpoint of an older tunelab): a source killed between the checkpoint and its report
+        left its curve without `step`, which the trial reports then."""
 
     def rung(self, step: int, scores: Mapping[str, float]) -> Ruling:
         """The rung's scores (the rung split's) at `step`: what the trial does next."""
@@ -129,8 +131,8 @@ class OptunaSession:
     def started(self, training: TrialTraining) -> None:
         pass
 
-    def resumed(self, step: int) -> None:
-        pass
+    def resumed(self, step: int, scores: Mapping[str, float] | None) -> None:
+        pass  # no checkpoints outside a study's scheduler
 
     def rung(self, step: int, scores: Mapping[str, float]) -> Ruling:
         value = float(scores[self.metric])

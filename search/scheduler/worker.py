@@ -97,10 +97,14 @@ class ScheduledTrial:
     def started(self, training: TrialTraining) -> None:
         self.scheduler.on_trial_start(self.trial, training, self.recorder)
 
-    def resumed(self, step: int) -> None:
+    def resumed(self, step: int, scores: Mapping[str, float] | None) -> None:
         assert self.checkpoint is not None and self.checkpoint.loaded_from is not None
         self.resumed_at = step
         self.recorder.set_tags(lineage.record_resume(self.trial, self.checkpoint.loaded_from, step))
+        if scores is not None and step > 0:
+            stored = self.trial.study._storage.get_trial(self.trial._trial_id)
+            if step not in stored.intermediate_values:  # the source died before reporting it
+                self.scheduler.reports.report(self.trial, step, scores)
 
     def rung(self, step: int, scores: Mapping[str, float]) -> Ruling:
         if self.heartbeat.ended_elsewhere:

@@ -60,8 +60,14 @@ def install(point: Point | None, log: Path | None = None) -> None:
 
     counts: collections.Counter[str] = collections.Counter()
     lines = [] if log is not None else None
-    for name in STORAGE_CALLS:
-        method = getattr(ResilientRDBStorage, name)
+    from tunelab.objectives.checkpoints import TrialCheckpoint
+
+    # a checkpoint's write too: a worker killed after it, before its rung's report
+    for owner, name in [
+        *((ResilientRDBStorage, n) for n in STORAGE_CALLS),
+        (TrialCheckpoint, "save"),
+    ]:
+        method = getattr(owner, name)
 
         def counted(*args: Any, __method=method, __name=name, **kwargs: Any) -> Any:
             result = __method(*args, **kwargs)
@@ -73,7 +79,7 @@ def install(point: Point | None, log: Path | None = None) -> None:
                 os.kill(os.getpid(), point.signum)
             return result
 
-        setattr(ResilientRDBStorage, name, functools.wraps(method)(counted))
+        setattr(owner, name, functools.wraps(method)(counted))
 
 
 def _worker(spec: dict[str, Any], point: Point | None, log: str | None) -> None:
@@ -139,6 +145,15 @@ class Invariants:
             self.broken.append(what)
 
 
+def curve_gaps(trial) -> list[int]:
+    """The rung steps missing from a trial's curve, its own and its sources' (rungs are of one
+    size: the curve is that size's multiples up to the last step)."""
+    steps = sorted(trial.intermediate_values)
+    if not steps:
+        return []
+    return sorted(set(range(steps[0], steps[-1] + 1, steps[0])) - set(steps))
+
+
 def check_study(storage_url: str, tracking_uri: str, name: str, target: int) -> list[str]:
     """The invariants, read back through Optuna's and MLflow's own clients."""
     import optuna
@@ -165,10 +180,18 @@ def check_study(storage_url: str, tracking_uri: str, name: str, target: int) -> 
         found.check(deaths(chain) <= MAX_RETRY + 1, f"configuration {chain[0].number} died often")
     for t in trials:
         reason = keys.trial_attr(t, keys.FAIL_REASON)
+        # a fault stops or kills a worker: its trial fails for that, never for another reason
+        found.check(
+            t.state != TrialState.FAIL or retried_reason(reason),
+            f"trial {t.number} failed: {reason}",
+        )
         if t.state == TrialState.FAIL and retried_reason(reason) and t.params:
             found.check(
                 t.number in retries or deaths([t]) > MAX_RETRY, f"trial {t.number} not retried"
             )
+    for t in trials:
+        if t.state.name in FINISHED:
+            found.check(not curve_gaps(t), f"trial {t.number}'s curve lacks {curve_gaps(t)}")
     client = MlflowClient(tracking_uri)
     experiment = client.get_experiment_by_name(name)
     runs = client.search_runs([experiment.experiment_id], max_results=1000) if experiment else []

@@ -30,6 +30,7 @@ POINTS = (
     ("set_trial_user_attr", 1),  # its MLflow run id
     ("set_trial_intermediate_value", 1),  # its first rung
     ("set_trial_intermediate_value", 2),  # a later rung, after a checkpoint
+    ("save", 2),  # a checkpoint written, its rung not yet reported
     ("set_trial_state_values", 1),  # its end (tell)
     ("take_new", 1),  # a new trial under the target's lock
     ("state_counts", 2),  # between trials
