@@ -112,6 +112,16 @@ def folder(tmp_path: Path) -> Path:
     return tmp_path
 
 
+def _each_trial_has_its_run(folder: Path, study: optuna.Study) -> dict[int, list]:
+    """Every trial's one MLflow run, with the trial's end as its status; the runs by trial."""
+    by_trial = _runs(folder, study.study_name)
+    status = {"COMPLETE": "FINISHED", "PRUNED": "KILLED", "FAIL": "FAILED"}
+    for trial in study.trials:
+        (mlflow_run,) = by_trial[trial.number]
+        assert mlflow_run.info.status == status[trial.state.name], trial.number
+    return by_trial
+
+
 def _runs(folder: Path, experiment: str) -> dict[int, list]:
     client = MlflowClient(f"sqlite:///{folder / 'mlruns' / 'mlflow.db'}")
     found = client.get_experiment_by_name(experiment)
@@ -147,11 +157,7 @@ def test_keep_your_loop_from_the_cli_with_a_crash_and_from_python(folder, cli):
     assert study.get_trials(states=(TrialState.PRUNED,)), "the pruner stopped no trial"
     assert study.trials[0].params == {"lr": 1e-3, "hidden": 64}  # the default, first
 
-    by_trial = _runs(folder, "digits")
-    status = {"COMPLETE": "FINISHED", "PRUNED": "KILLED", "FAIL": "FAILED"}
-    for trial in study.trials:
-        (mlflow_run,) = by_trial[trial.number]
-        assert mlflow_run.info.status == status[trial.state.name], trial.number
+    by_trial = _each_trial_has_its_run(folder, study)
     curve = MlflowClient(f"sqlite:///{folder / 'mlruns' / 'mlflow.db'}").get_metric_history(
         by_trial[0][0].info.run_id, "train_loss"
     )
@@ -172,6 +178,7 @@ def test_keep_your_loop_from_the_cli_with_a_crash_and_from_python(folder, cli):
     api = optuna.load_study(study_name="digits-api", storage=f"sqlite:///{folder / 'studies.db'}")
     assert len(api.get_trials(states=FINISHED)) == 4
     assert api.user_attrs["tunelab.task"] == "train"  # by the objective's name
+    _each_trial_has_its_run(folder, api)
 
 
 @pytest.mark.e2e
@@ -191,13 +198,22 @@ def test_a_classifier_from_arrays_from_the_cli_and_from_python(folder, cli):
     )
     assert {"val_precision", "val_recall", "val_f1"} <= set(best.data.metrics)
     assert "confusion_matrix.png" in {a.path for a in _artifacts(folder, best.info.run_id)}
+    _each_trial_has_its_run(folder, study)
+    # the commands the first tutorial shows work on a classifier's study as well
+    listed = _run("tunelab trials mlp-digits", folder, cli)
+    assert listed.returncode == 0 and "complete" in listed.stdout, listed.stderr
+    made = _run("tunelab report mlp-digits", folder, cli)
+    assert made.returncode == 0, made.stderr
+    assert (folder / "reports" / "mlp-digits" / "report.html").is_file()
 
     python = _run(script, folder, cli)
     assert python.returncode == 0, python.stderr
+    assert "ExperimentalWarning" not in python.stderr  # as quiet as the command
     assert "test_" in python.stdout and "'hidden'" in python.stdout
     api = optuna.load_study(study_name="mlp-api", storage=f"sqlite:///{folder / 'studies.db'}")
     assert len(api.get_trials(states=FINISHED)) == 4
     assert api.user_attrs["tunelab.dataset"].startswith("memory:arrays-")
+    _each_trial_has_its_run(folder, api)
 
 
 def _artifacts(folder: Path, run_id: str):
