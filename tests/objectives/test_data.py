@@ -1,3 +1,5 @@
+from fractions import Fraction
+
 import numpy as np
 import pytest
 import torch
@@ -67,3 +69,73 @@ def test_folder_dataset_one_subfolder_per_class(tmp_path):
 def test_unknown_data_set():
     with pytest.raises(DataError, match="unknown data set 'svhn'"):
         load_data(DataSpec("svhn"))
+
+
+def _user_split(seed: int = 0):
+    """A user's own split: 8x8 uint8 images of 3 classes, 30 / 9 / 6."""
+    rng = np.random.default_rng(seed)
+    return {
+        f"{part}_{role}": (
+            rng.integers(0, 256, (n, 8, 8), dtype=np.uint8)
+            if part == "x"
+            else rng.integers(0, 3, n).astype(np.int64)
+        )
+        for role, n in (("train", 30), ("val", 9), ("test", 6))
+        for part in ("x", "y")
+    }
+
+
+def test_a_pt_file_and_an_npz_file_give_the_same_split_as_saved(tmp_path):
+    arrays = _user_split()
+    np.savez(tmp_path / "mine.npz", **arrays)
+    torch.save({k: torch.from_numpy(v) for k, v in arrays.items()}, tmp_path / "mine.pt")
+    npz = load_data(DataSpec(name=f"file:{tmp_path / 'mine.npz'}"))
+    pt = load_data(DataSpec(name=f"file:{tmp_path / 'mine.pt'}"))
+    for bundle in (npz, pt):
+        assert (len(bundle.train), len(bundle.val), len(bundle.test)) == (30, 9, 6)
+        assert bundle.has_test and bundle.num_classes == 3
+        # uint8 images scaled to [0, 1], in the user's order: the split is theirs
+        expected = torch.from_numpy(arrays["x_train"]).float() / 255
+        assert torch.allclose(bundle.train.x.reshape(30, 8, 8), expected)
+        assert torch.equal(bundle.val.y, torch.from_numpy(arrays["y_val"]))
+    assert torch.equal(npz.test.x, pt.test.x)
+
+
+def test_arrays_tensors_and_a_dataset_from_python_without_a_test_split():
+    from torch.utils.data import TensorDataset
+
+    from tunelab.objectives.data import DataBundle
+
+    a = _user_split()
+    tensors = TensorDataset(torch.from_numpy(a["x_train"]), torch.from_numpy(a["y_train"]))
+    bundle = DataBundle.from_arrays(
+        train=tensors, val=(torch.from_numpy(a["x_val"]), a["y_val"]), name="mine"
+    )
+    assert (len(bundle.train), len(bundle.val)) == (30, 9)
+    assert not bundle.has_test and "no test split" in bundle.summary()
+    assert torch.equal(bundle.train.y, torch.from_numpy(a["y_train"]))
+
+
+@pytest.mark.parametrize(
+    ("content", "wanted"),
+    [
+        ({"x_train": np.zeros((2, 4))}, "lacks y_train, x_val, y_val"),
+        ({**_user_split(), "class_names": np.array([{}], dtype=object)}, "holds Python objects"),
+    ],
+)
+def test_a_data_file_that_cannot_be_used_is_one_line(tmp_path, content, wanted):
+    path = tmp_path / "mine.npz"
+    np.savez(path, **content)
+    with pytest.raises(DataError, match=wanted) as error:
+        load_data(DataSpec(name=f"file:{path}"))
+    assert "\n" not in str(error.value)
+
+
+def test_a_pt_file_of_something_else_than_tensors_is_refused_without_unpickling(tmp_path):
+    path = tmp_path / "mine.pt"
+    torch.save({"x_train": Fraction(1, 2)}, path)  # a pickled object, not a tensor
+    with pytest.raises(DataError, match="is not a torch.save of tensors"):
+        load_data(DataSpec(name=f"file:{path}"))
+    (tmp_path / "notes.csv").write_text("")
+    with pytest.raises(DataError, match=r"must end in \.npz"):
+        load_data(DataSpec(name=f"file:{tmp_path / 'notes.csv'}"))
