@@ -314,6 +314,13 @@ def main() -> int:
     parser.add_argument("--sampler", default="random")
     parser.add_argument("--pruner", default="none")
     parser.add_argument("--server-workers", type=int, default=2, help="mlflow server's")
+    parser.add_argument(
+        "--server-pool",
+        type=int,
+        default=0,
+        help="the mlflow server's database pool per server worker (as many again in overflow); "
+        "0: MLflow's own (SQLAlchemy's 5 + 10)",
+    )
     parser.add_argument("--top", type=int, default=0, help="print the N most called statements")
     args = parser.parse_args()
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
@@ -342,9 +349,11 @@ def main() -> int:
             tmp / "mlflow",
             backend=backend,
             workers=args.server_workers,
-            env={
-                "MLFLOW_SQLALCHEMYSTORE_POOL_SIZE": "2",
-                "MLFLOW_SQLALCHEMYSTORE_MAX_OVERFLOW": "2",
+            env={}
+            if not args.server_pool
+            else {
+                "MLFLOW_SQLALCHEMYSTORE_POOL_SIZE": str(args.server_pool),
+                "MLFLOW_SQLALCHEMYSTORE_MAX_OVERFLOW": str(args.server_pool),
             },
         )
         for trial_s in args.trial_s:

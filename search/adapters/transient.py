@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import random
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -125,9 +126,20 @@ class Backoff:
         if now - self.failing_since > self.give_up_s:
             raise error
         if self.delay == FIRST_WAIT_S:  # one line per outage, not one per attempt
-            _log.warning("%s unavailable; retrying with backoff", _what(error))
+            _log.warning("%s unavailable (%s); retrying with backoff", _what(error), _why(error))
         time.sleep(self.delay * random.uniform(0.75, 1.25))
         self.delay = min(LONGEST_WAIT_S, self.delay * 2)
+
+
+def _why(error: BaseException) -> str:
+    """The innermost cause's class and first line (a pool timeout, a refused connection),
+    without a URL: a driver's message may quote the server, never the password."""
+    cause = error
+    while cause.__cause__ is not None and cause.__cause__ is not cause:
+        cause = cause.__cause__
+    text = (str(cause).strip().splitlines() or [""])[0]
+    text = re.sub(r"\w+://\S+", "<url>", text)[:160]
+    return f"{type(cause).__name__}: {text}" if text else type(cause).__name__
 
 
 def _what(error: BaseException) -> str:
