@@ -49,3 +49,24 @@ def refused(workdir: Path, capsys) -> Callable[..., str]:
         return err
 
     return run
+
+
+@pytest.fixture
+def tunelab(workdir: Path, monkeypatch, capsys):
+    """tunelab(*argv) -> (exit code, stdout, stderr), in process in `workdir`, with the tasks
+    of this folder importable; the signal handlers `main` installs are put back."""
+    import signal
+
+    from tunelab.search.cli import main
+
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parent))
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+
+    def run(*argv: str) -> tuple[int, str, str]:
+        code = main(list(argv))
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    yield run
+    for sig, handler in handlers.items():
+        signal.signal(sig, handler)

@@ -4,33 +4,13 @@ written (no study, no MLflow store). The tasks are tests/faults/mistakes.py."""
 
 from __future__ import annotations
 
-import signal
 from pathlib import Path
 
 import optuna
 import pytest
 
-from tunelab.search.cli import main
-
 HERE = Path(__file__).resolve().parent
 MISTAKES = HERE / "mistakes.py"
-
-
-@pytest.fixture
-def tunelab(workdir, monkeypatch, capsys):
-    """tunelab(*argv) -> (exit code, stdout, stderr), in process in an empty folder, with
-    mistakes.py importable; the signal handlers `main` installs are put back."""
-    monkeypatch.syspath_prepend(str(HERE))
-    handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
-
-    def run(*argv: str) -> tuple[int, str, str]:
-        code = main(list(argv))
-        out, err = capsys.readouterr()
-        return code, out, err
-
-    yield run
-    for sig, handler in handlers.items():
-        signal.signal(sig, handler)
 
 
 def _run(task: str, *extra: str) -> list[str]:

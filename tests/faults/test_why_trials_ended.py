@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import re
-import signal
 from pathlib import Path
 
 import optuna
@@ -14,28 +13,10 @@ import pytest
 from optuna.trial import TrialState
 
 from tunelab.objectives.runner import Objective
-from tunelab.search.cli import main
 from tunelab.search.cli.common import EXIT_DIVERGED
 
 HERE = Path(__file__).resolve().parent
 STORAGE = "sqlite:///s.db"
-
-
-@pytest.fixture
-def tunelab(workdir, monkeypatch, capsys):
-    """tunelab(*argv) -> (exit code, stdout, stderr), in-process in an empty folder, with the
-    tasks of this folder importable; the signal handlers `main` installs are put back."""
-    monkeypatch.syspath_prepend(str(HERE))
-    handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
-
-    def run(*argv: str) -> tuple[int, str, str]:
-        code = main(list(argv))
-        out, err = capsys.readouterr()
-        return code, out, err
-
-    yield run
-    for sig, handler in handlers.items():
-        signal.signal(sig, handler)
 
 
 def _run(task: str, *extra: str) -> list[str]:
