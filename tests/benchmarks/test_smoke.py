@@ -39,8 +39,9 @@ trial. At 20 s the default configuration completes alone (budget.py's gain over 
 by construction); at 25 s a few more configurations run and the multi-objective fronts have
 points (pareto.py's hypervolumes). With `--workers auto` (two worker processes) nothing
 completed below 30 s."""
-LANES = (("pareto", "budget"), ("overhead", "steps", "fid", "augment", "workers"))
-"""The runs of each lane, in order."""
+LANES = (("pareto", "budget"), ("overhead", "steps", "fid", "augment", "workers", "search"))
+"""The runs of each lane, in order (search.py last: its searches start once the other
+lane's are over, and beside no other benchmark's)."""
 SEARCHES = {"pareto": 2, "budget": 1}
 """The runs of time-budgeted searches, in their order, and the lines each has printed once its
 searches are over (pareto.py: one per search; budget.py: its search's line)."""
@@ -80,6 +81,12 @@ def benchmark_args(postgres_server: str | None, weights: Path | None, tmp: Path)
         "steps": ("--dataset", "digits", "--steps", "5", "--device", "cpu"),
         "fid": tuple(fid),
         "augment": ("--dataset", "digits", "--images", "256", "--repeats", "1"),
+        # the embedded mnist5k as the base (digits' 8x8 images are too small to clutter)
+        "search": (
+            *("--base", "mnist5k", "--datasets", "few", "--seeds", "0", "--workers", "1"),
+            *("--seconds", str(SEARCH_SECONDS + 5), "--sides", "tunelab", "optuna", "random"),
+            *("--cache-dir", str(tmp / "search-data"), "--plot", str(tmp / "search-plots")),
+        ),
     }
 
 
@@ -340,3 +347,34 @@ def test_workers(runs):
         ),
         rf"steady-state scaling, 2 workers / 1 worker, one core each, postgresql: {NUM}x",
     )
+
+
+@smoke("search")
+def test_search(runs):
+    """The `few` member of the family built from mnist5k (600 training images), one seed,
+    one worker, 30 s a search: the header, the default's, tunelab's and both plain Optuna
+    sides' lines, each side's summary line over the seeds, and the plot's PNG. (Ray Tune's
+    side installs Ray into an environment of its own: it is left to the benchmark's own
+    runs.)"""
+    output = runs.output("search")
+    best = rf"best val_accuracy (?:{NUM}|-)"
+    lines_matching(
+        output,
+        r"30 s a search, 1 workers of one thread, seeds 0, base mnist5k: 1 data sets x 1 seeds"
+        r" x 3 searches",
+        rf"few\s+seed 0 default\s+{best}\s+\d+ configurations,\s+\d+ complete, in trials\s+"
+        rf"{NUM}%",
+        *(
+            rf"few\s+seed 0 {side}\s+{best}(?: \({NUM} pp\))?\s+\d+ configurations,\s+\d+ "
+            rf"complete, in trials\s+{NUM}%"
+            for side in ("tunelab", "optuna", "random")
+        ),
+        *(
+            rf"few\s+{side}\s+best (?:{NUM}|-) over 1 seeds, gain over the default "
+            rf"(?:{NUM} pp \(1 seed\)|-), \d+ configurations, in trials {NUM}%"
+            for side in ("default", "tunelab", "optuna", "random")
+        ),
+        r"few\s+plot .+search-few\.png",
+    )
+    png = output.split("plot ")[-1].strip()
+    assert Path(png).read_bytes()[:4] == b"\x89PNG"

@@ -64,8 +64,11 @@ def test_a_timed_search_plans_its_trials_pauses_resumes_and_ends_with_a_summary(
         assert lineage.resumed_at(t) == step  # from its source's checkpoint at the pause
         if max(t.intermediate_values) > step:
             went_further.append(t.number)
-        else:  # only the end of the budget stops one before its next rung
-            assert t.user_attrs.get(keys.STOPPED_AT_DEADLINE), seen
+        else:  # only the end of the budget, or early stopping, ends one before its next rung
+            ended_early = t.user_attrs.get(keys.STOPPED_AT_DEADLINE) or t.user_attrs.get(
+                keys.EARLY_STOPPED
+            )
+            assert ended_early, (t.number, t.user_attrs, seen)
     assert went_further, f"no continuation trained past its pause: {seen}"
     sources = [lineage.resume_of(t) for t in continuations]
     assert len(sources) == len(set(sources)), "a paused trial was continued twice"
