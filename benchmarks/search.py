@@ -153,11 +153,13 @@ FAMILY = {
 
 
 def _stratified(y: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
-    """n indices, the classes in their proportions."""
+    """n indices, the classes in their proportions (the largest remainders rounded up)."""
     order = rng.permutation(len(y))
-    classes = np.unique(y)
-    per = {c: round(n * np.mean(y == c)) for c in classes}
-    picked = [i for c in classes for i in order[y[order] == c][: per[c]]]
+    classes, counts = np.unique(y, return_counts=True)
+    share = n * counts / len(y)
+    per = np.floor(share).astype(int)
+    per[np.argsort(per - share)[: n - per.sum()]] += 1
+    picked = [i for c, k in zip(classes, per, strict=True) for i in order[y[order] == c][:k]]
     return rng.permutation(np.array(picked))
 
 
