@@ -338,6 +338,7 @@ def objective_for(plan: Plan, deadline: float):
     from tunelab.objectives.runner import Objective
     from tunelab.objectives.training import LoopConfig
     from tunelab.search.spec import StudySpec
+    from tunelab.search.study.budget import resolve_precision
 
     torch.set_num_threads(1)
     task = get_task("cnn")
@@ -347,6 +348,8 @@ def objective_for(plan: Plan, deadline: float):
         budget=budget,
         patience=spec.patience_for(budget.epochs),
         seed=plan.seed,
+        # the arithmetic tunelab's workers train in (bfloat16 autocast where the CPU has it)
+        precision=resolve_precision(spec.precision, torch.device("cpu")),
         rung_val_images=spec.rung_val_images,
         deadline=deadline,
     )
