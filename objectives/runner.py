@@ -23,6 +23,7 @@ import io
 import json
 import time
 from collections.abc import Mapping
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, is_dataclass
 from typing import Any
 
@@ -221,9 +222,12 @@ class Objective:
             raise TrialStopped(StopKind.PRUNED, ruling.reason or f"pruned at step {step}", step)
 
     def _rung_scores(self, training: TrialTraining) -> dict[str, float]:
-        scores = self.task.evaluate(
-            training.parts, training.hp, self.data, self.rung_split, training.context()
-        )
+        # scores on all of validation judge the weights: float32 (LoopConfig.precision)
+        arithmetic = nullcontext() if self._rungs_see_val else training.rung_arithmetic()
+        with arithmetic:
+            scores = self.task.evaluate(
+                training.parts, training.hp, self.data, self.rung_split, training.context()
+            )
         check_finite(scores, training.state.epoch)
         return scores
 

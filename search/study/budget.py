@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import math
 import time
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -23,6 +24,7 @@ import torch
 from tunelab.objectives import keys
 from tunelab.objectives.budget import TrialBudget, epoch_budget
 from tunelab.objectives.graphs import WARM_UP_STEPS as GRAPH_WARM_UP_STEPS
+from tunelab.objectives.runner import Objective
 from tunelab.objectives.training import LoopConfig, Precision, TrialTraining
 from tunelab.search.spec import DEFAULT_EPOCHS, SpecError, StudySpec, stored_values
 from tunelab.search.study.prepare import Prepared
@@ -38,8 +40,9 @@ trials, of several sizes, where one objective needs a few good ones."""
 STARTUP_S = 10.0
 """Seconds a worker needs before its first trial trains (imports, data, checks)."""
 FIRST_RUNG_S = 2.5
-"""Under a time budget, automatic rungs take about this long on one worker: the first
-decisions on a configuration come after seconds, so many configurations get one."""
+"""Under a time budget, automatic rungs train about this long on one worker (their scoring
+comes on top): the first decisions on a configuration come after seconds, so many
+configurations get one."""
 MIN_RUNG_IMAGES = 512
 """Smallest automatic rung: fewer images say too little about a configuration."""
 CALIBRATION_S = 2.0
@@ -125,10 +128,20 @@ def _cpu_has_native_bf16() -> bool:
 class Throughput:
     """What one trial of the default configuration costs on this machine."""
 
-    images_per_s: float
-    """Training images per second, the rung evaluation it pays per rung included."""
+    train_images_per_s: float
+    """Training images per second, training alone."""
+    rung_eval_s: float
+    """Seconds to score the rung split once (every rung pays it, whatever its size)."""
+    epoch_end_s: float
+    """Seconds an epoch's end takes (scoring all of validation, the task's epoch artifacts)."""
     finish_s: float
     """Seconds to score the best weights on all of validation and finalize the trial."""
+
+    def images_per_s(self, rung: int, train_size: int) -> float:
+        """Training images per second in rungs of `rung` images of a `train_size` training
+        split, their scoring and the epochs' ends included."""
+        seconds = rung / self.train_images_per_s + self.rung_eval_s
+        return rung / (seconds + self.epoch_end_s * rung / train_size)
 
 
 def measure_throughput(prepared: Prepared, budget: TrialBudget, threads: int | None) -> Throughput:
@@ -141,6 +154,7 @@ def measure_throughput(prepared: Prepared, budget: TrialBudget, threads: int | N
         budget=budget,
         device=str(prepared.device),
         precision=resolve_precision(spec.precision, prepared.device),
+        rung_val_images=spec.rung_val_images or None,
     )
     previous = torch.get_num_threads()
     if threads:
@@ -159,19 +173,26 @@ def measure_throughput(prepared: Prepared, budget: TrialBudget, threads: int | N
             _sync(prepared.device)
             train_s = time.perf_counter() - start
             trained = training.state.images - images
-            data = training.data
-            rung = data.val.head(spec.rung_val_images or len(data.val))
+            data, ctx = training.data, training.context()
+            # what the trial loop scores, and where (Objective decides as it will in trials)
+            judged = Objective(task, data, prepared.space, loop)
+            rung = judged.rung_split
             start = time.perf_counter()
-            task.evaluate(training.parts, hp, data, rung, training.context())
-            eval_s = time.perf_counter() - start
+            with training.rung_arithmetic() if rung is not data.val else nullcontext():
+                task.evaluate(training.parts, hp, data, rung, ctx)
+            rung_eval_s = time.perf_counter() - start
             start = time.perf_counter()
-            task.evaluate(training.parts, hp, data, data.val, training.context())
+            task.evaluate(training.parts, hp, data, data.val, ctx)
+            val_s = time.perf_counter() - start
+            start = time.perf_counter()
+            task.epoch_artifacts(training.parts, hp, data, ctx)
+            epoch_s = time.perf_counter() - start + (0.0 if judged.judges_on_rungs else val_s)
+            start = time.perf_counter()
             task.finalize(training.parts, hp, data)
-            finish_s = time.perf_counter() - start
+            finish_s = val_s + time.perf_counter() - start
     finally:
         torch.set_num_threads(previous)
-    per_image = train_s / max(1, trained)
-    return Throughput(budget.rung / (budget.rung * per_image + eval_s), finish_s)
+    return Throughput(max(1, trained) / train_s, rung_eval_s, epoch_s, finish_s)
 
 
 def _sync(device: torch.device) -> None:
@@ -192,18 +213,20 @@ def plan_budget(
     measured = measure_throughput(prepared, budget, threads)
     rung = budget.rung
     if spec.rung_images is None:  # rungs of FIRST_RUNG_S seconds, no larger than automatic
-        rung = max(MIN_RUNG_IMAGES, min(rung, round(measured.images_per_s * FIRST_RUNG_S)))
+        rung = max(MIN_RUNG_IMAGES, min(rung, round(measured.train_images_per_s * FIRST_RUNG_S)))
+    # for the rung trials train in: a small rung pays its scoring over fewer images
+    images_per_s = measured.images_per_s(rung, train_size)
     seconds = max(0.0, spec.timeout - STARTUP_S - measured.finish_s)
     multi = prepared.objectives is not None and prepared.objectives.multi
     share = FRONT_TRIAL_SHARE if multi else FULL_TRIAL_SHARE
-    usable = seconds * measured.images_per_s * share
+    usable = seconds * images_per_s * share
     most = math.ceil((spec.max_epochs or MAX_PLANNED_EPOCHS) * train_size / rung)
     rungs = max(1, min(most, math.floor(usable / rung)))
     return BudgetPlan(
         budget=TrialBudget(unit="images", rung=rung, max_rungs=rungs, train_size=train_size),
         max_epochs=spec.max_epochs,
         planned_for_s=spec.timeout,
-        images_per_s=measured.images_per_s,
+        images_per_s=images_per_s,
         finish_s=measured.finish_s,
         workers=workers,
     )

@@ -25,10 +25,11 @@ from tunelab.search.study.budget import (
 TRAIN = 50_000
 
 
-def _plan(monkeypatch, images_per_s=1000.0, objectives=None, **spec):
-    monkeypatch.setattr(
-        budget_module, "measure_throughput", lambda *a: Throughput(images_per_s, finish_s=5.0)
-    )
+def _plan(
+    monkeypatch, images_per_s=1000.0, objectives=None, rung_eval_s=0.0, epoch_end_s=0.0, **spec
+):
+    measured = Throughput(images_per_s, rung_eval_s, epoch_end_s, finish_s=5.0)
+    monkeypatch.setattr(budget_module, "measure_throughput", lambda *a: measured)
     prepared = SimpleNamespace(spec=StudySpec(task="cnn", **spec), objectives=objectives)
     return plan_budget(prepared, workers=2, threads=1, train_size=TRAIN)
 
@@ -46,6 +47,21 @@ def test_a_time_budget_cuts_a_full_trial_to_a_share_of_one_workers_time(monkeypa
     usable = (300 - budget_module.STARTUP_S - 5.0) * 1000 * budget_module.FULL_TRIAL_SHARE
     assert plan.budget.max_rungs == int(usable // rung)
     assert (plan.planned_for_s, plan.workers, plan.images_per_s) == (300, 2, 1000.0)
+
+
+def test_a_rung_pays_its_scoring_in_the_plan(monkeypatch):
+    # the planned rung trains 2.5 s and is scored in 1 s: 3.5 s a rung, not 2.5
+    plan = _plan(monkeypatch, timeout=300, rung_eval_s=1.0)
+    rung = round(1000 * budget_module.FIRST_RUNG_S)
+    assert plan.budget.rung == rung
+    assert plan.images_per_s == pytest.approx(rung / (budget_module.FIRST_RUNG_S + 1.0))
+    assert plan.rung_seconds() == pytest.approx(budget_module.FIRST_RUNG_S + 1.0)
+    unscored = _plan(monkeypatch, timeout=300)
+    assert plan.budget.max_rungs == pytest.approx(unscored.budget.max_rungs * 2.5 / 3.5, abs=1)
+    # an epoch's end (all of validation scored) is paid once per TRAIN images
+    ended = _plan(monkeypatch, timeout=300, rung_eval_s=1.0, epoch_end_s=20.0)
+    per_rung = budget_module.FIRST_RUNG_S + 1.0 + 20.0 * rung / TRAIN
+    assert ended.rung_seconds() == pytest.approx(per_rung)
 
 
 def test_a_multi_objective_study_plans_shorter_trials_for_a_front(monkeypatch):
