@@ -128,6 +128,8 @@ class Halving:
     """Wall-clock end of the trials' time (time.time()), if any."""
     full_trial_s: float | None = None
     """Estimated seconds a new configuration needs for its whole budget (None: unknown)."""
+    fastest_images_per_s: float | None = None
+    """The fastest training seen in the study's trials (updated by `promote`)."""
 
     def decide(self, study: optuna.Study, report: RungReport) -> Ruling:
         if decision_level(report.step, self.min_resource, self.reduction_factor) is None:
@@ -138,7 +140,13 @@ class Halving:
         values[report.root] = report.value
         rank = rank_at(report.value, list(values.values()), study.direction)
         promoted = rank <= len(values) // self.reduction_factor
-        if promoted and self._finishes(report.trained_steps, report.trained_s, report.step):
+        # when no new configuration could finish either, a promoted trial trains on to the
+        # deadline (it ends complete with its best weights): pausing it would free its worker
+        # only for configurations that can never count
+        if promoted and (
+            self._finishes(report.trained_steps, report.trained_s, report.step)
+            or self.hopeless(time.time())
+        ):
             return CONTINUE
         return Ruling(
             Verdict.PAUSE,
@@ -167,12 +175,21 @@ class Halving:
             return False
         return now + self.full_trial_s > self.deadline
 
+    def hopeless(self, now: float) -> bool:
+        """Whether even a configuration as fast as the fastest seen could no longer finish
+        before the deadline (the endgame's end: the default configuration's speed plans
+        `in_endgame`, and smaller models finish in less)."""
+        if self.deadline is None or self.max_step is None or not self.fastest_images_per_s:
+            return False
+        return now + self.max_step / self.fastest_images_per_s > self.deadline
+
     def promote(self, study: optuna.Study, checkpoints: CheckpointStore | None) -> list[int]:
         """Queue a continuation of every paused trial that now ranks in the top 1/rf of its
         rung (each exactly once, whichever worker gets there first); give up the checkpoints of
         paused trials ranked below the best KEPT_PAUSED of their rung; in the endgame, continue
         the best paused trial that can still finish. Returns the trials continued."""
         trials = study.get_trials(deepcopy=False)
+        self.fastest_images_per_s = _fastest(trials) or self.fastest_images_per_s
         continued = lineage.successors(trials, lineage.CONTINUATION)
         by_step: dict[int, list[FrozenTrial]] = {}
         for trial in trials:
@@ -218,21 +235,41 @@ class Halving:
         now: float,
     ) -> int | None:
         """Continue the best paused trial that can still finish (deepest rung first), unless a
-        queued trial already waits for the next free worker."""
+        queued trial already waits for the next free worker. Once no new configuration could
+        finish (`hopeless`), the best paused trial even if it cannot: it trains to the deadline
+        and ends complete with its best weights, where a new configuration could only be
+        paused at its first rung and never count."""
         if any(t.state == TrialState.WAITING for t in trials):
             return None
-        for step in sorted(kept, reverse=True):
-            size, candidates = kept[step]
-            # the better half only: a trial behind most of its rung is unlikely to be the answer
-            contenders = max(1, (size + 1) // 2)
-            for rank, trial in candidates:
-                if rank > contenders:
-                    break
-                if self.can_finish(trial, step, now) and lineage.queue_successor(
-                    study, trial, lineage.CONTINUATION
-                ):
-                    return trial.number
+        last_resort = self.hopeless(now)
+        for finishing in (True, False) if last_resort else (True,):
+            for step in sorted(kept, reverse=True):
+                size, candidates = kept[step]
+                # the better half only: a trial behind most of its rung is unlikely to be the
+                # answer
+                contenders = max(1, (size + 1) // 2)
+                for rank, trial in candidates:
+                    if rank > contenders:
+                        break
+                    if (
+                        not finishing or self.can_finish(trial, step, now)
+                    ) and lineage.queue_successor(study, trial, lineage.CONTINUATION):
+                        return trial.number
         return None
+
+
+def _fastest(trials: Sequence[FrozenTrial]) -> float | None:
+    """The most training images per second any finished trial trained at (start-up and
+    scoring included), None before any."""
+    fastest = None
+    for t in trials:
+        if t.datetime_start is None or t.datetime_complete is None or not t.intermediate_values:
+            continue
+        seconds = (t.datetime_complete - t.datetime_start).total_seconds()
+        trained = max(t.intermediate_values) - lineage.resumed_at(t)
+        if seconds > 0 and trained > 0:
+            fastest = max(fastest or 0.0, trained / seconds)
+    return fastest
 
 
 def _values_at(trials: Sequence[FrozenTrial], step: int) -> list[float]:

@@ -99,13 +99,16 @@ class TrialScheduler:
         what a free worker does."""
         if random.random() < SWEEPS_PER_ROUND / max(1, self._running):
             self.recovery.sweep(running_here)
-        self.policy.promote(self.study, self.checkpoints)
+        # spent before promoting: a continuation queued now would be left waiting
+        spent = self.trials_end is not None and time.time() + self.rung_seconds >= self.trials_end
+        if not spent:
+            self.policy.promote(self.study, self.checkpoints)
         counts = state_counts(self.study)
         self._running = counts.get(TrialState.RUNNING, 0)
         finished = sum(counts.get(s, 0) for s in FINISHED_STATES)
         if self.target is not None and finished >= self.target:
             return Next("stop", f"the study holds its {self.target} finished trials")
-        if self.trials_end is not None and time.time() + self.rung_seconds >= self.trials_end:
+        if spent:
             return Next("stop", "the time budget is spent")
         waiting, running = counts.get(TrialState.WAITING, 0), counts.get(TrialState.RUNNING, 0)
         if waiting or self.target is None or finished + running < self.target:

@@ -3,6 +3,7 @@ promotion of paused trials exactly once across workers, the endgame, and Optuna'
 
 from __future__ import annotations
 
+import datetime
 import time
 
 import optuna
@@ -110,6 +111,20 @@ def test_under_a_deadline_only_a_configuration_that_can_finish_is_promoted():
     assert Halving(STEP, 3, max_step=10 * STEP).decide(study, slow).verdict is Verdict.CONTINUE
 
 
+def test_once_no_new_configuration_could_finish_a_promoted_trial_trains_to_the_deadline():
+    study = optuna.create_study(direction="maximize")
+    for other in (0.1, 0.2, 0.3, 0.4, 0.5):
+        _trial(study, other)
+    slow = _report(study, 0.9, trained_s=10.0, trained_steps=STEP)  # 90 s to go, 50 s left
+    policy = Halving(STEP, 3, max_step=10 * STEP, deadline=time.time() + 50)
+    policy.fastest_images_per_s = 10 * STEP / 40  # the fastest seen: a whole trial in 40 s
+    assert policy.decide(study, slow).verdict is Verdict.PAUSE  # a fast new one could finish
+    policy.fastest_images_per_s = 10 * STEP / 60
+    assert policy.decide(study, slow).verdict is Verdict.CONTINUE
+    # outside the top third it pauses all the same
+    assert policy.decide(study, _report(study, 0.15, trained_s=10.0)).verdict is Verdict.PAUSE
+
+
 # -- promotions ---------------------------------------------------------------------------------
 
 
@@ -178,6 +193,41 @@ def test_in_the_endgame_a_trial_behind_most_of_its_rung_stays_paused(storage_url
         _trial(study, value)
     _trial(study, 0.1, paused=True)
     assert _endgame(full_trial_s=500).promote(study, None) == []
+
+
+def _slow_trial(study, value, seconds, paused=True):
+    """A trial that trained STEP steps in `seconds`, paused there (as the worker stores a
+    pause) or complete."""
+    trial = optuna.trial.create_trial(
+        params={"lr": 0.01},
+        distributions=LR,
+        value=None if paused else value,
+        intermediate_values={STEP: value},
+        user_attrs={"tunelab.paused_at": STEP} if paused else {},
+        state=TrialState.PRUNED if paused else TrialState.COMPLETE,
+    )
+    trial.datetime_start = trial.datetime_complete - datetime.timedelta(seconds=seconds)
+    study.add_trial(trial)
+    return study.trials[-1]
+
+
+@pytest.mark.parametrize("fast_trial_seen", [True, False])
+def test_at_the_endgames_end_the_best_paused_trial_continues_though_it_cannot_finish(
+    storage_url, fast_trial_seen
+):
+    study = optuna.create_study(
+        study_name="s", storage=open_storage(storage_url), direction="maximize"
+    )
+    _slow_trial(study, 0.9, seconds=60, paused=False)
+    # STEP in 60 s: 3 * STEP more take 180 s, 100 s are left
+    slow = _slow_trial(study, 0.7, seconds=60)
+    _slow_trial(study, 0.5, seconds=60)
+    assert not _endgame(full_trial_s=500).can_finish(slow, STEP, time.time())
+    if fast_trial_seen:  # a configuration this fast could still finish: none is continued
+        _trial(study, 0.1)
+        assert _endgame(full_trial_s=500).promote(study, None) == []
+    else:  # none seen could: the better one trains on to the deadline
+        assert _endgame(full_trial_s=500).promote(study, None) == [slow.number]
 
 
 # -- choosing the policy ------------------------------------------------------------------------
