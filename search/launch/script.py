@@ -218,6 +218,11 @@ for pid in "${{pids[@]}}"; do
         # a trapped signal ends `wait` early: wait again while the worker runs
         [ "$status" -ne 127 ] && kill -0 "$pid" 2>/dev/null || break
     done
+    # the worker is gone; when it went between a signal that ended `wait` (128 + the
+    # signal's number) and the check, this `wait` returns its own status
+    wait "$pid"
+    again=$?
+    [ "$again" -ne 127 ] && status=$again
     case $status in
         0) echo "tunelab: a worker is done: the study holds its target, or its time is spent" ;;
         143) stopped=1; echo "tunelab: a worker stopped (SIGTERM): its trial resumes later" ;;
