@@ -190,7 +190,7 @@ class Objective:
                     break
         if state.judged_images != state.images:  # the last weights have not been judged yet
             if self.judges_on_rungs:  # on the split the others were judged on
-                self._judge(training, recorder, self._rung_scores(training), self._rungs_see_val)
+                self._judge(training, recorder, self.rung_scores(training), self._rungs_see_val)
             else:
                 self._judge(training, recorder)
         return self._finish(session, training)
@@ -202,7 +202,7 @@ class Objective:
         step = loop.budget.step(state.rungs)
         train_metrics = training.means.pop()
         check_finite(train_metrics, state.epoch)
-        scores = self._rung_scores(training)
+        scores = self.rung_scores(training)
         recorder.log_metrics(
             {
                 **train_metrics,
@@ -221,7 +221,8 @@ class Objective:
         if ruling.verdict is Verdict.STOP:
             raise TrialStopped(StopKind.PRUNED, ruling.reason or f"pruned at step {step}", step)
 
-    def _rung_scores(self, training: TrialTraining) -> dict[str, float]:
+    def rung_scores(self, training: TrialTraining) -> dict[str, float]:
+        """The training's current weights scored on the rung split."""
         # scores on all of validation judge the weights: float32 (LoopConfig.precision)
         arithmetic = nullcontext() if self._rungs_see_val else training.rung_arithmetic()
         with arithmetic:

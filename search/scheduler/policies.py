@@ -129,7 +129,7 @@ class Halving:
     full_trial_s: float | None = None
     """Estimated seconds a new configuration needs for its whole budget (None: unknown)."""
     fastest_images_per_s: float | None = None
-    """The fastest training seen in the study's trials (updated by `promote`)."""
+    """The fastest training seen in the study's finished trials (read by `promote`)."""
 
     def decide(self, study: optuna.Study, report: RungReport) -> Ruling:
         if decision_level(report.step, self.min_resource, self.reduction_factor) is None:
@@ -165,9 +165,7 @@ class Halving:
         """`_finishes` for a paused trial, at the speed it trained from its start to `step`."""
         if trial.datetime_start is None:
             return True
-        trained = step - lineage.resumed_at(trial)
-        ended = trial.datetime_complete.timestamp() if trial.datetime_complete else now
-        return self._finishes(trained, ended - trial.datetime_start.timestamp(), step)
+        return self._finishes(*_trained(trial, step, now), step)
 
     def in_endgame(self, now: float) -> bool:
         """Whether a configuration started now could no longer finish before the deadline."""
@@ -189,7 +187,7 @@ class Halving:
         paused trials ranked below the best KEPT_PAUSED of their rung; in the endgame, continue
         the best paused trial that can still finish. Returns the trials continued."""
         trials = study.get_trials(deepcopy=False)
-        self.fastest_images_per_s = _fastest(trials) or self.fastest_images_per_s
+        self.fastest_images_per_s = _fastest(trials)
         continued = lineage.successors(trials, lineage.CONTINUATION)
         by_step: dict[int, list[FrozenTrial]] = {}
         for trial in trials:
@@ -241,21 +239,36 @@ class Halving:
         paused at its first rung and never count."""
         if any(t.state == TrialState.WAITING for t in trials):
             return None
-        last_resort = self.hopeless(now)
-        for finishing in (True, False) if last_resort else (True,):
-            for step in sorted(kept, reverse=True):
-                size, candidates = kept[step]
-                # the better half only: a trial behind most of its rung is unlikely to be the
-                # answer
-                contenders = max(1, (size + 1) // 2)
-                for rank, trial in candidates:
-                    if rank > contenders:
-                        break
-                    if (
-                        not finishing or self.can_finish(trial, step, now)
-                    ) and lineage.queue_successor(study, trial, lineage.CONTINUATION):
-                        return trial.number
+        contenders = list(_contenders(kept))
+        for step, trial in contenders:
+            if self.can_finish(trial, step, now) and lineage.queue_successor(
+                study, trial, lineage.CONTINUATION
+            ):
+                return trial.number
+        if self.hopeless(now):
+            for _, trial in contenders:
+                if lineage.queue_successor(study, trial, lineage.CONTINUATION):
+                    return trial.number
         return None
+
+
+def _contenders(kept: dict[int, tuple[int, list[tuple[int, FrozenTrial]]]]):
+    """(step, paused trial) of the better half of each rung's kept trials, the deepest rung
+    first, best first: a trial behind most of its rung is unlikely to be the answer."""
+    for step in sorted(kept, reverse=True):
+        size, candidates = kept[step]
+        contenders = max(1, (size + 1) // 2)
+        for rank, trial in candidates:
+            if rank > contenders:
+                break
+            yield step, trial
+
+
+def _trained(trial: FrozenTrial, step: int, now: float) -> tuple[int, float]:
+    """Steps a started trial trained from where it resumed to `step`, and the seconds from its
+    start to its end (to `now` while it runs)."""
+    ended = trial.datetime_complete.timestamp() if trial.datetime_complete else now
+    return step - lineage.resumed_at(trial), ended - trial.datetime_start.timestamp()
 
 
 def _fastest(trials: Sequence[FrozenTrial]) -> float | None:
@@ -265,8 +278,7 @@ def _fastest(trials: Sequence[FrozenTrial]) -> float | None:
     for t in trials:
         if t.datetime_start is None or t.datetime_complete is None or not t.intermediate_values:
             continue
-        seconds = (t.datetime_complete - t.datetime_start).total_seconds()
-        trained = max(t.intermediate_values) - lineage.resumed_at(t)
+        trained, seconds = _trained(t, max(t.intermediate_values), t.datetime_complete.timestamp())
         if seconds > 0 and trained > 0:
             fastest = max(fastest or 0.0, trained / seconds)
     return fastest

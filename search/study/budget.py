@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import math
 import time
-from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -176,10 +175,8 @@ def measure_throughput(prepared: Prepared, budget: TrialBudget, threads: int | N
             data, ctx = training.data, training.context()
             # what the trial loop scores, and where (Objective decides as it will in trials)
             judged = Objective(task, data, prepared.space, loop)
-            rung = judged.rung_split
             start = time.perf_counter()
-            with training.rung_arithmetic() if rung is not data.val else nullcontext():
-                task.evaluate(training.parts, hp, data, rung, ctx)
+            judged.rung_scores(training)
             rung_eval_s = time.perf_counter() - start
             start = time.perf_counter()
             task.evaluate(training.parts, hp, data, data.val, ctx)
